@@ -1,0 +1,90 @@
+// Package otlpretry makes OpenTelemetry OTLP/HTTP exports survive outages.
+//
+// A Transport is an http.RoundTripper for the OTel Go exporters
+// (otlptracehttp, otlpmetrichttp, otlploghttp, through their WithHTTPClient
+// option). Each export it carries takes this path:
+//
+//  1. Sent to the endpoint. A 2xx answer, or a definite refusal (a 4xx
+//     other than 408 and 429), goes back to the exporter unchanged; a
+//     refusal is counted and logged, never stored.
+//  2. On a retryable failure (any transport error: refused, reset, DNS,
+//     timeout; HTTP 408, 429 and 5xx) it waits 1 s, or the server's
+//     Retry-After when that is at most 5 s, and tries once more. It skips
+//     this retry when the first attempt took over 10 s, when the
+//     Retry-After is longer, or when the exporter's deadline would pass
+//     first.
+//  3. If that fails too, the export is stored in the spool on disk and the
+//     exporter gets a 200 with an empty OTLP response: its batch processor
+//     never waits on an outage for longer than step 2.
+//  4. While the endpoint is failing (the circuit is open) new exports skip
+//     steps 1 and 2 and go straight to the spool, in milliseconds, however
+//     the endpoint fails. As soon as the background sender gets through,
+//     exports go direct again.
+//  5. A background goroutine sends the spool, oldest first, 4 at a time,
+//     with no pause between successes. After a failure it backs off: 1 s,
+//     doubling, never more than 128 s, each wait shortened by up to half at
+//     random; a Retry-After (seconds or HTTP date, at most 10 min) is obeyed
+//     instead. When the endpoint gave no answer at all (refused or
+//     blackholed connections) it probes it every second with an empty
+//     export, so that delivery resumes within a few seconds of its return
+//     whatever the backoff has grown to. An export that gets a definite
+//     refusal is moved to the spool's quarantine folder and logged.
+//  6. Logs go to a *slog.Logger: a warning "Currently retrying N failed
+//     export(s) (B bytes)" at most once a minute while exports are spooled;
+//     an error containing "dropping an export" when the spool is full, at
+//     most once a minute, with the number dropped; an info message when a
+//     backlog has been delivered. Each kind has its own limit.
+//
+// ForceFlush delivers the spool within its context. Shutdown stops the
+// sender and leaves what is undelivered on disk, where the next process
+// using the same folder finds and sends it, as it does for a process that
+// crashed or was killed.
+//
+// # Credentials
+//
+// Nothing secret is written to disk: records keep no header outside an
+// explicit allow-list (spool.WithHeaderAllowList; Authorization, Cookie and
+// Proxy-Authorization never), and URLs lose their user information and
+// query string. Spooled exports are sent with the URL and headers of this
+// process's latest live request to the same endpoint, or with WithHeaders.
+// Exports left by an earlier process wait up to 60 s (WithAdoptWait) for
+// such a live request.
+//
+// # Configuration
+//
+// Every default can be changed with an Option or an environment variable;
+// an Option wins over the environment.
+//
+//	Option                    Variable                          Default
+//	WithDir                   OTLPRETRY_DIR                     <os.UserCacheDir>/otlpretry/<program>
+//	WithMaxBytes              OTLPRETRY_MAX_BYTES               536870912 (512 MiB)
+//	WithSync                  OTLPRETRY_SYNC                    process (survives kill -9; "durable" also survives power loss)
+//	WithFullPolicy            OTLPRETRY_FULL_POLICY             drop-newest (or drop-oldest)
+//	WithMaxAge                OTLPRETRY_MAX_AGE                 0 (never expire)
+//	WithImmediateRetryDelay   OTLPRETRY_IMMEDIATE_RETRY_DELAY   1s (negative: no immediate retry)
+//	WithMaxImmediateWait      OTLPRETRY_MAX_IMMEDIATE_WAIT      5s
+//	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s
+//	WithConcurrency           OTLPRETRY_CONCURRENCY             4
+//	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
+//	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
+//	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 1s, 2s (interval 0: no probes)
+//	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m
+//	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m
+//	WithAttemptTimeout        OTEL_EXPORTER_OTLP_TIMEOUT        10000 (ms), per signal
+//	                          OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_TIMEOUT
+//
+// Durations in OTLPRETRY_* variables use Go syntax ("500ms", "2m"). The
+// OTLP timeouts keep their meaning from the OTel specification, in
+// milliseconds, as a bound on each attempt made through the transport;
+// Client returns an http.Client without an overall Timeout for that reason.
+//
+// # Observability
+//
+// Stats returns counts and the backlog; WithMeterProvider publishes the
+// same as OTel metrics (otlpretry.spool.records, otlpretry.spool.bytes,
+// otlpretry.spool.oldest_age, otlpretry.exports{outcome},
+// otlpretry.exports.dropped{reason}, otlpretry.circuit.open).
+//
+// One Transport serves one destination: the exports of all three signals
+// to one collector share one circuit and one backoff.
+package otlpretry

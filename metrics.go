@@ -1,0 +1,64 @@
+package otlpretry
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+const meterName = "github.com/otlpretry/otlpretry"
+
+// registerMetrics publishes Stats through the MeterProvider, if one was
+// given: one callback reads one snapshot for every instrument.
+func (t *Transport) registerMetrics() error {
+	mp := t.cfg.meterProvider
+	if mp == nil {
+		return nil
+	}
+	m := mp.Meter(meterName)
+	records, err1 := m.Int64ObservableGauge("otlpretry.spool.records", metric.WithDescription("Exports waiting in the spool."), metric.WithUnit("{export}"))
+	bytes, err2 := m.Int64ObservableGauge("otlpretry.spool.bytes", metric.WithDescription("Bytes the spool holds on disk."), metric.WithUnit("By"))
+	oldest, err3 := m.Float64ObservableGauge("otlpretry.spool.oldest_age", metric.WithDescription("Age of the oldest waiting export."), metric.WithUnit("s"))
+	exports, err4 := m.Int64ObservableCounter("otlpretry.exports", metric.WithDescription("Exports by outcome."), metric.WithUnit("{export}"))
+	dropped, err5 := m.Int64ObservableCounter("otlpretry.exports.dropped", metric.WithDescription("Exports lost, by reason."), metric.WithUnit("{export}"))
+	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports go straight to the spool."))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
+		if err != nil {
+			return err
+		}
+	}
+	outcome := func(v string) metric.ObserveOption {
+		return metric.WithAttributes(attribute.String("outcome", v))
+	}
+	reason := func(v string) metric.ObserveOption {
+		return metric.WithAttributes(attribute.String("reason", v))
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := t.Stats()
+		o.ObserveInt64(records, int64(st.Records))
+		o.ObserveInt64(bytes, st.Bytes)
+		o.ObserveFloat64(oldest, st.OldestAge.Seconds())
+		open := int64(0)
+		if st.CircuitOpen {
+			open = 1
+		}
+		o.ObserveInt64(circuit, open)
+		o.ObserveInt64(exports, int64(st.Direct), outcome("direct"))
+		o.ObserveInt64(exports, int64(st.Spooled), outcome("spooled"))
+		o.ObserveInt64(exports, int64(st.Delivered), outcome("delivered"))
+		o.ObserveInt64(exports, int64(st.Retried), outcome("retried"))
+		o.ObserveInt64(exports, int64(st.Rejected), outcome("rejected"))
+		o.ObserveInt64(exports, int64(st.Quarantined), outcome("quarantined"))
+		d := st.Dropped
+		for _, r := range []struct {
+			name string
+			n    uint64
+		}{{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired}, {"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed}} {
+			o.ObserveInt64(dropped, int64(r.n), reason(r.name))
+		}
+		return nil
+	}, records, bytes, oldest, exports, dropped, circuit)
+	t.metricsReg = reg
+	return err
+}

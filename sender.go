@@ -1,0 +1,444 @@
+package otlpretry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/otlpretry/otlpretry/spool"
+)
+
+// sender delivers the spool in the background. One goroutine (run) owns
+// the delivery state: how many sends are in flight, whether it is backing
+// off, when to probe. Workers send one record each, settle it in the spool
+// and report the outcome. It is started on demand and stopped by Shutdown;
+// like every goroutine it never keeps the process alive.
+type sender struct {
+	t *Transport
+
+	startOnce sync.Once
+	started   chan struct{} // closed by start
+	wakeCh    chan struct{} // new work in the spool
+	reachCh   chan struct{} // the direct path got an answer from the endpoint
+	flushCh   chan chan struct{}
+	quit      chan struct{}
+	done      chan struct{}
+
+	ctx    context.Context // ends at shutdown, cancelling sends in flight
+	cancel context.CancelFunc
+}
+
+type senderState int
+
+const (
+	healthy senderState = iota // send up to the concurrency, no pause
+	waiting                    // backing off after a failure
+	trial                      // backoff over: send one record to test the endpoint
+)
+
+func (s senderState) String() string { return [...]string{"healthy", "waiting", "trial"}[s] }
+
+type result struct {
+	out        outcome
+	retryAfter time.Duration
+	epoch      uint64
+	target     *spool.Record // the record's addressing, without its body
+}
+
+func newSender(t *Transport) *sender {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &sender{
+		t:       t,
+		started: make(chan struct{}),
+		wakeCh:  make(chan struct{}, 1),
+		reachCh: make(chan struct{}, 1),
+		flushCh: make(chan chan struct{}),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+}
+
+func (s *sender) start() {
+	s.startOnce.Do(func() {
+		close(s.started)
+		go s.run()
+	})
+}
+
+func (s *sender) wake()      { signal(s.wakeCh) }
+func (s *sender) reachable() { signal(s.reachCh) }
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends run and waits for it, at most until ctx ends.
+func (s *sender) stop(ctx context.Context) error {
+	close(s.quit)
+	s.cancel()
+	select {
+	case <-s.started:
+	default:
+		return nil // never ran
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flushed returns a channel closed once the spool is empty, and cuts any
+// backoff wait short.
+func (s *sender) flushed(ctx context.Context) (<-chan struct{}, error) {
+	s.start()
+	ch := make(chan struct{})
+	select {
+	case s.flushCh <- ch:
+		return ch, nil
+	case <-s.done:
+		return nil, errShutdown
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *sender) run() {
+	defer close(s.done)
+	t := s.t
+	cfg := t.cfg
+	clock := cfg.clock
+	if !s.waitForCredentials() {
+		return
+	}
+
+	results := make(chan result, cfg.concurrency)
+	probes := make(chan bool, 1)
+	var (
+		state        = healthy
+		epoch        uint64 // bumped at each new wait, so late results of older sends change nothing
+		inflight     int
+		bo           = backoff{initial: cfg.backoffInitial, max: cfg.backoffMax, jitter: cfg.jitter}
+		waitTimer    clockwork.Timer
+		probeTimer   clockwork.Timer
+		probing      bool
+		unreachableE bool          // the last failure got no answer at all
+		lastFailed   *spool.Record // where probes go
+		flushWaiters []chan struct{}
+		backlogSince time.Time
+		drainedCount int
+		idleTicker   = clock.NewTicker(spool.DefaultRescanInterval)
+	)
+	defer idleTicker.Stop()
+	stopTimer := func(tm *clockwork.Timer) {
+		if *tm != nil {
+			(*tm).Stop()
+			*tm = nil
+		}
+	}
+	endWait := func() {
+		stopTimer(&waitTimer)
+		stopTimer(&probeTimer)
+		state = trial
+	}
+
+	for {
+		capacity := 0
+		switch {
+		case state == healthy:
+			capacity = cfg.concurrency - inflight
+		case state == trial && inflight == 0:
+			capacity = 1
+		}
+		if capacity > 0 {
+			recs, err := t.spool.Claim(capacity)
+			if err != nil && !errors.Is(err, spool.ErrClosed) {
+				cfg.logger.Warn("otlpretry: cannot read the spool", "err", err)
+			}
+			for _, r := range recs {
+				if backlogSince.IsZero() {
+					backlogSince = clock.Now()
+				}
+				inflight++
+				go s.deliver(r, epoch, results)
+			}
+			if len(recs) == 0 && inflight == 0 {
+				if !backlogSince.IsZero() && drainedCount > 0 {
+					cfg.logger.Info("otlpretry: backlog delivered",
+						"exports", drainedCount, "took", clock.Since(backlogSince).Round(time.Millisecond))
+				}
+				backlogSince, drainedCount = time.Time{}, 0
+				for _, w := range flushWaiters {
+					close(w)
+				}
+				flushWaiters = nil
+				cfg.event(senderEvent{kind: "idle"})
+			}
+		}
+
+		var ready <-chan struct{}
+		if capacity > 0 {
+			ready = t.spool.Ready()
+		}
+		var waitC, probeC <-chan time.Time
+		if waitTimer != nil {
+			waitC = waitTimer.Chan()
+		}
+		if probeTimer != nil {
+			probeC = probeTimer.Chan()
+		}
+
+		select {
+		case <-s.quit:
+			stopTimer(&waitTimer)
+			stopTimer(&probeTimer)
+			// Sends in flight were cancelled; their records stay claimed
+			// and Close puts them back in line, attempts unchanged.
+			for ; inflight > 0; inflight-- {
+				<-results
+			}
+			if probing {
+				<-probes
+			}
+			return
+
+		case r := <-results:
+			inflight--
+			switch {
+			case r.out == delivered || r.out == rejected:
+				if r.out == delivered {
+					drainedCount++
+				}
+				if r.epoch == epoch {
+					state = healthy
+					bo.reset()
+					stopTimer(&waitTimer)
+					stopTimer(&probeTimer)
+					t.circuitOpen.Store(false)
+				}
+			case r.out.retryable() && (state == waiting || r.epoch != epoch):
+				// This failure was already answered by a wait.
+				t.circuitOpen.Store(true)
+				s.release(r.target.ID)
+			case r.out.retryable():
+				t.circuitOpen.Store(true)
+				epoch++
+				wait := r.retryAfter
+				if wait > cfg.maxRetryAfter {
+					wait = cfg.maxRetryAfter
+				}
+				if wait == 0 {
+					wait = bo.next()
+				}
+				state = waiting
+				unreachableE = r.out == unreachable
+				lastFailed = r.target
+				stopTimer(&waitTimer)
+				waitTimer = clock.NewTimer(wait)
+				if unreachableE && cfg.probeInterval > 0 && !probing {
+					stopTimer(&probeTimer)
+					probeTimer = clock.NewTimer(cfg.probeInterval)
+				}
+				s.release(r.target.ID)
+				cfg.event(senderEvent{kind: "wait", wait: wait, out: r.out})
+			}
+
+		case <-ready:
+		case <-s.wakeCh:
+		case <-idleTicker.Chan():
+			// Claim again: the spool rescans for records left by processes
+			// that died while this one runs.
+
+		case <-waitC:
+			waitTimer = nil
+			endWait()
+
+		case <-probeC:
+			probeTimer = nil
+			probing = true
+			go s.probe(lastFailed, probes)
+
+		case ok := <-probes:
+			probing = false
+			if state != waiting {
+				break
+			}
+			if ok {
+				endWait()
+			} else if unreachableE {
+				probeTimer = clock.NewTimer(cfg.probeInterval)
+			}
+			cfg.event(senderEvent{kind: "probe", reachable: ok})
+
+		case <-s.reachCh:
+			if state == waiting && unreachableE {
+				endWait()
+			}
+
+		case w := <-s.flushCh:
+			flushWaiters = append(flushWaiters, w)
+			if state == waiting {
+				endWait()
+			}
+		}
+	}
+}
+
+// waitForCredentials holds exports left by an earlier process until this
+// process has made a live request (whose headers they borrow) or the adopt
+// wait is over. It reports false when stopped meanwhile.
+func (s *sender) waitForCredentials() bool {
+	cfg := s.t.cfg
+	if cfg.headers != nil || cfg.adoptWait <= 0 {
+		return true
+	}
+	timer := cfg.clock.NewTimer(cfg.adoptWait)
+	defer timer.Stop()
+	select {
+	case <-s.t.endpoints.seen:
+		return true
+	case <-timer.Chan():
+		return true
+	case <-s.quit:
+		return false
+	}
+}
+
+// deliver sends one record and settles it in the spool.
+func (s *sender) deliver(rec *spool.Record, epoch uint64, results chan<- result) {
+	t := s.t
+	target := *rec
+	target.Body = nil
+	var (
+		out    outcome
+		wait   time.Duration
+		detail string
+	)
+	req, cancel, err := s.request(rec, rec.Body, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
+	if err != nil {
+		out, detail = rejected, err.Error()
+	} else {
+		defer cancel()
+		var resp *http.Response
+		resp, err = t.next.RoundTrip(req)
+		out, wait = evaluate(s.ctx, resp, err, t.cfg.clock.Now())
+		detail = describe(resp, out)
+	}
+
+	var settleErr error
+	switch {
+	case out == delivered:
+		settleErr = t.spool.Ack(rec.ID)
+		t.counters.delivered.Add(1)
+	case out == rejected:
+		settleErr = t.spool.Quarantine(rec.ID, detail)
+		t.counters.quarantined.Add(1)
+		if ok, held := t.rejectLimt.allow(); ok {
+			t.cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
+				"answer", detail, "dir", t.spool.Dir(), "similar_since_last", held)
+		}
+	case out.retryable():
+		// Released by run, once it has decided to back off: released here,
+		// the record could be claimed and sent again before that decision.
+		t.counters.retried.Add(1)
+	}
+	// canceled: shutting down; the spool returns the record to the line.
+	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
+		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
+	}
+	results <- result{out: out, retryAfter: wait, epoch: epoch, target: &target}
+}
+
+// release puts a record that failed back in line.
+func (s *sender) release(id spool.ID) {
+	if err := s.t.spool.Release(id); err != nil && !errors.Is(err, spool.ErrClosed) {
+		s.t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", id.String(), "err", err)
+	}
+}
+
+// describe closes resp, keeping the start of a refusal's body as the reason
+// the record is quarantined.
+func describe(resp *http.Response, out outcome) string {
+	if resp == nil {
+		return ""
+	}
+	var detail string
+	if out == rejected {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		detail = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
+	}
+	discard(resp)
+	return detail
+}
+
+// probe sends an empty export (a valid OTLP request with no data) to the
+// endpoint of the oldest waiting record: any HTTP answer, even an error,
+// shows the endpoint is reachable again.
+func (s *sender) probe(target *spool.Record, results chan<- bool) {
+	t := s.t
+	if target == nil {
+		results <- false
+		return
+	}
+	body, ct := []byte{}, "application/x-protobuf"
+	if target.ContentType == "application/json" {
+		body, ct = []byte("{}"), "application/json"
+	}
+	req, cancel, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
+	if err != nil {
+		results <- false
+		return
+	}
+	defer cancel()
+	resp, err := t.next.RoundTrip(req)
+	if err == nil {
+		discard(resp)
+	}
+	results <- err == nil
+}
+
+// request builds the request for a spooled record: the live URL and
+// headers of its endpoint when this process has seen them, else the
+// configured headers.
+func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding string, timeout time.Duration) (*http.Request, context.CancelFunc, error) {
+	t := s.t
+	url := rec.URL
+	header := http.Header{}
+	if live, ok := t.endpoints.lookup(rec.URL); ok {
+		url = live.url
+		header = live.header.Clone()
+	} else {
+		for k, v := range t.cfg.headers {
+			header[k] = append([]string(nil), v...)
+		}
+	}
+	for k, v := range rec.Header {
+		header[k] = append([]string(nil), v...)
+	}
+	header.Del("Content-Encoding")
+	header.Set("Content-Type", contentType)
+	if encoding != "" {
+		header.Set("Content-Encoding", encoding)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
+	}
+	req.Header = header
+	return req, cancel, nil
+}

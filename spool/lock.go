@@ -1,0 +1,5 @@
+package spool
+
+import "errors"
+
+var errLocked = errors.New("locked by another process")

@@ -1,0 +1,330 @@
+package otlpretry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/otlpretry/otlpretry/spool"
+)
+
+// Transport is an http.RoundTripper for the OTLP/HTTP exporters that keeps
+// every export an outage would lose: it retries once, then stores the
+// export in a spool on disk, answers the exporter with success, and
+// delivers the spool in the background once the endpoint answers again.
+type Transport struct {
+	cfg       *config
+	next      http.RoundTripper
+	spool     *spool.Spool
+	endpoints *endpoints
+	sender    *sender
+	created   time.Time
+
+	// circuitOpen is set while the endpoint is failing: exports then go
+	// straight to the spool instead of waiting on the endpoint.
+	circuitOpen atomic.Bool
+	closed      atomic.Bool
+
+	counters   counters
+	warnLimit  logLimiter // "Currently retrying ..."
+	dropLimit  logLimiter // "... dropping an export"
+	rejectLimt logLimiter // non-retryable answers
+
+	shutdownOnce sync.Once
+	metricsReg   metric.Registration
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// New opens the spool and returns a Transport. Exports that an earlier
+// process left in the spool are delivered in the background.
+func New(opts ...Option) (*Transport, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	spoolOpts := append([]spool.Option{
+		spool.WithMaxBytes(cfg.maxBytes),
+		spool.WithSync(cfg.syncMode),
+		spool.WithFullPolicy(cfg.fullPolicy),
+		spool.WithMaxAge(cfg.maxAge),
+		spool.WithLogger(cfg.logger),
+		spool.WithClock(cfg.clock.Now),
+	}, cfg.spoolOpts...)
+	sp, err := spool.Open(cfg.dir, spoolOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("otlpretry: %w", err)
+	}
+	t := &Transport{
+		cfg:        cfg,
+		next:       cfg.next,
+		spool:      sp,
+		endpoints:  newEndpoints(),
+		created:    cfg.clock.Now(),
+		warnLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		dropLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		rejectLimt: logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+	}
+	t.sender = newSender(t)
+	if err := t.registerMetrics(); err != nil {
+		sp.Close()
+		return nil, err
+	}
+	if st := sp.Stats(); st.Records > 0 {
+		cfg.logger.Info("otlpretry: found exports left by an earlier process; they will be delivered",
+			"exports", st.Records, "bytes", st.Bytes, "dir", cfg.dir)
+		t.sender.start()
+	}
+	return t, nil
+}
+
+// Client returns an *http.Client for the exporters' WithHTTPClient option.
+// It has no overall Timeout: each attempt is bounded instead (see
+// WithAttemptTimeout), so that the retry and the hand-off fit in one call.
+func (t *Transport) Client() *http.Client { return &http.Client{Transport: t} }
+
+// RoundTrip sends an export, retrying and spooling as described in the
+// package documentation. Requests other than POSTs with a body pass through
+// untouched.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody || t.closed.Load() {
+		return t.next.RoundTrip(req)
+	}
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > spool.MaxBodySize {
+		// Too large to keep; the exporter gets the endpoint's own answer.
+		return t.next.RoundTrip(withBody(req, req.Context(), body))
+	}
+	t.endpoints.observe(req)
+	signal := spool.SignalFromPath(req.URL.Path)
+
+	if t.circuitOpen.Load() {
+		return t.handOff(req, body, signal, "endpoint failing")
+	}
+	start := t.cfg.clock.Now()
+	resp, err := t.attempt(req.Context(), req, body, signal)
+	out, wait := evaluate(req.Context(), resp, err, t.cfg.clock.Now())
+	switch {
+	case out == canceled:
+		// The exporter gave up waiting; the export is still worth keeping.
+		return t.handOff(req, body, signal, out.String())
+	case !out.retryable():
+		return t.finish(req, resp, err, out)
+	}
+	discard(resp)
+	t.counters.retried.Add(1)
+
+	if t.shouldRetryNow(req.Context(), start, wait) {
+		if wait == 0 {
+			wait = t.cfg.immediateRetryDelay
+		}
+		if err := t.sleep(req.Context(), wait); err == nil {
+			resp, err = t.attempt(req.Context(), req, body, signal)
+			out, _ = evaluate(req.Context(), resp, err, t.cfg.clock.Now())
+			if out != canceled && !out.retryable() {
+				return t.finish(req, resp, err, out)
+			}
+			if out != canceled {
+				discard(resp)
+				t.counters.retried.Add(1)
+			}
+		}
+	}
+	return t.handOff(req, body, signal, out.String())
+}
+
+// shouldRetryNow decides on the one immediate retry: not when it is off,
+// when the first attempt was already slow, when the server asks for a wait
+// longer than we hold an exporter for, or when the caller's deadline would
+// pass first.
+func (t *Transport) shouldRetryNow(ctx context.Context, start time.Time, retryAfter time.Duration) bool {
+	if t.cfg.immediateRetryDelay < 0 {
+		return false
+	}
+	now := t.cfg.clock.Now()
+	if now.Sub(start) > t.cfg.slowAttempt {
+		return false
+	}
+	wait := t.cfg.immediateRetryDelay
+	if retryAfter > 0 {
+		if retryAfter > t.cfg.maxImmediateWait {
+			return false
+		}
+		wait = retryAfter
+	}
+	if deadline, ok := ctx.Deadline(); ok && deadline.Sub(now) < wait+now.Sub(start) {
+		return false
+	}
+	return true
+}
+
+func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out outcome) (*http.Response, error) {
+	switch out {
+	case delivered:
+		t.counters.direct.Add(1)
+		t.sender.reachable()
+	case rejected:
+		t.counters.rejected.Add(1)
+		t.sender.reachable()
+		if ok, held := t.rejectLimt.allow(); ok {
+			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is not retried",
+				"url", redactedURL(req), "status", resp.StatusCode, "similar_since_last", held)
+		}
+	}
+	return resp, err
+}
+
+// handOff stores the export and answers the exporter as the endpoint would
+// have on success, so that the exporter neither retries nor drops it.
+func (t *Transport) handOff(req *http.Request, body []byte, signal spool.Signal, why string) (*http.Response, error) {
+	rec := &spool.Record{
+		URL:             req.URL.String(),
+		ContentType:     req.Header.Get("Content-Type"),
+		ContentEncoding: req.Header.Get("Content-Encoding"),
+		Signal:          signal,
+		Header:          req.Header,
+		Body:            body,
+	}
+	if err := t.spool.Put(rec); err != nil {
+		t.counters.countDrop(err)
+		st := t.spool.Stats()
+		if ok, held := t.dropLimit.allow(); ok {
+			t.cfg.logger.Error(fmt.Sprintf("otlpretry: Already retrying %d failed export(s) (%d bytes), dropping an export", st.Records, st.Bytes),
+				"err", err, "dropped_since_last", held+1)
+		}
+		return nil, fmt.Errorf("otlpretry: dropping an export: %w", err)
+	}
+	t.counters.spooled.Add(1)
+	t.circuitOpen.Store(true)
+	t.sender.start()
+	t.sender.wake()
+	if ok, _ := t.warnLimit.allow(); ok {
+		st := t.spool.Stats()
+		t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Currently retrying %d failed export(s) (%d bytes)", st.Records, st.Bytes),
+			"reason", why, "url", redactedURL(req))
+	}
+	return spooledResponse(req), nil
+}
+
+// attempt sends body once, bounded by the per-attempt timeout. The
+// response body stays readable until closed.
+func (t *Transport) attempt(ctx context.Context, req *http.Request, body []byte, signal spool.Signal) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.attemptTimeout[signal])
+	resp, err := t.next.RoundTrip(withBody(req, ctx, body))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
+	timer := t.cfg.clock.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.Chan():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Spool is the store behind the transport, for inspection.
+func (t *Transport) Spool() *spool.Spool { return t.spool }
+
+// maxReadBody bounds what RoundTrip reads into memory before deciding: one
+// byte more than the spool takes, so a larger body is detected.
+const maxReadBody = spool.MaxBodySize + 1
+
+func readBody(req *http.Request) ([]byte, error) {
+	defer req.Body.Close()
+	var buf bytes.Buffer
+	if req.ContentLength > 0 && req.ContentLength < maxReadBody {
+		buf.Grow(int(req.ContentLength))
+	}
+	if _, err := io.Copy(&buf, io.LimitReader(req.Body, maxReadBody)); err != nil {
+		return nil, fmt.Errorf("otlpretry: read request body: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// withBody clones req with ctx and a fresh reader over body, and GetBody so
+// that the lower transport can replay it on a reused connection.
+func withBody(req *http.Request, ctx context.Context, body []byte) *http.Request {
+	r := req.Clone(ctx)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.ContentLength = int64(len(body))
+	return r
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// discard reads a little of a failed response so the connection can be
+// reused, then closes it.
+func discard(resp *http.Response) {
+	if resp == nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+}
+
+// spooledResponse is an empty Export*ServiceResponse in the request's
+// encoding: an empty protobuf message is zero bytes, in JSON "{}".
+func spooledResponse(req *http.Request) *http.Response {
+	ct := req.Header.Get("Content-Type")
+	body := []byte{}
+	if ct == "application/json" {
+		body = []byte("{}")
+	} else {
+		ct = "application/x-protobuf"
+	}
+	h := http.Header{}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Otlpretry-Spooled", "1")
+	return &http.Response{
+		Status:        "200 OK",
+		StatusCode:    http.StatusOK,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// redactedURL is safe to log.
+func redactedURL(req *http.Request) string {
+	u := *req.URL
+	u.User = nil
+	u.RawQuery = ""
+	return u.String()
+}
+
+var errShutdown = errors.New("otlpretry: shut down")
