@@ -38,6 +38,15 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		t.closed.Store(true)
 		stopErr := t.sender.stop(ctx)
+		// Detached attempts were cancelled with the sender; wait for them
+		// to settle their records before the spool closes.
+		waited := make(chan struct{})
+		go func() { t.detachedWG.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-ctx.Done():
+			stopErr = errors.Join(stopErr, ctx.Err())
+		}
 		closeErr := t.spool.Close()
 		if t.metricsReg != nil {
 			_ = t.metricsReg.Unregister()

@@ -20,18 +20,19 @@ import (
 // Defaults. Each can be changed by an Option and by the environment
 // variable named beside it; an Option wins over the environment.
 const (
-	DefaultImmediateRetryDelay = time.Second       // OTLPRETRY_IMMEDIATE_RETRY_DELAY
-	DefaultMaxImmediateWait    = 5 * time.Second   // OTLPRETRY_MAX_IMMEDIATE_WAIT
-	DefaultSlowAttempt         = 10 * time.Second  // OTLPRETRY_SLOW_ATTEMPT
-	DefaultConcurrency         = 4                 // OTLPRETRY_CONCURRENCY
-	DefaultBackoffInitial      = time.Second       // OTLPRETRY_BACKOFF_INITIAL
-	DefaultBackoffMax          = 128 * time.Second // OTLPRETRY_BACKOFF_MAX
-	DefaultMaxRetryAfter       = 10 * time.Minute  // OTLPRETRY_MAX_RETRY_AFTER
-	DefaultProbeInterval       = time.Second       // OTLPRETRY_PROBE_INTERVAL
-	DefaultProbeTimeout        = 2 * time.Second   // OTLPRETRY_PROBE_TIMEOUT
-	DefaultLogInterval         = time.Minute       // OTLPRETRY_LOG_INTERVAL
-	DefaultAttemptTimeout      = 10 * time.Second  // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
-	DefaultAdoptWait           = time.Minute       // OTLPRETRY_ADOPT_WAIT
+	DefaultMaxHold             = 500 * time.Millisecond // OTLPRETRY_MAX_HOLD
+	DefaultImmediateRetryDelay = time.Second            // OTLPRETRY_IMMEDIATE_RETRY_DELAY
+	DefaultMaxImmediateWait    = 5 * time.Second        // OTLPRETRY_MAX_IMMEDIATE_WAIT
+	DefaultSlowAttempt         = 10 * time.Second       // OTLPRETRY_SLOW_ATTEMPT
+	DefaultConcurrency         = 4                      // OTLPRETRY_CONCURRENCY
+	DefaultBackoffInitial      = time.Second            // OTLPRETRY_BACKOFF_INITIAL
+	DefaultBackoffMax          = 128 * time.Second      // OTLPRETRY_BACKOFF_MAX
+	DefaultMaxRetryAfter       = 10 * time.Minute       // OTLPRETRY_MAX_RETRY_AFTER
+	DefaultProbeInterval       = time.Second            // OTLPRETRY_PROBE_INTERVAL
+	DefaultProbeTimeout        = 2 * time.Second        // OTLPRETRY_PROBE_TIMEOUT
+	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
+	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
+	DefaultAdoptWait           = time.Minute            // OTLPRETRY_ADOPT_WAIT
 	DefaultMaxBytes            = spool.DefaultMaxBytes
 )
 
@@ -43,6 +44,7 @@ type config struct {
 	syncMode            spool.SyncMode
 	fullPolicy          spool.FullPolicy
 	maxAge              time.Duration
+	maxHold             time.Duration
 	immediateRetryDelay time.Duration
 	maxImmediateWait    time.Duration
 	slowAttempt         time.Duration
@@ -118,6 +120,16 @@ func WithMaxAge(d time.Duration) Option { return optionFunc(func(c *config) { c.
 func WithSpoolOptions(opts ...spool.Option) Option {
 	return optionFunc(func(c *config) { c.spoolOpts = append(c.spoolOpts, opts...) })
 }
+
+// WithMaxHold bounds how long an export call waits on the endpoint. When
+// the attempts (first try, immediate retry) have not ended by then, the
+// export is stored, the exporter answered with success, and the attempts
+// go on in the background, settling the stored copy. So a slow or
+// blackholed endpoint never holds the SDK's batch processor longer than
+// this, which at 2,000 spans/s and the SDK's default queue of 2,048 spans
+// is what keeps it from dropping spans. Default 500 ms (OTLPRETRY_MAX_HOLD);
+// 0 waits for the attempts to end, as the reference SDK does.
+func WithMaxHold(d time.Duration) Option { return optionFunc(func(c *config) { c.maxHold = d }) }
 
 // WithImmediateRetryDelay sets the wait before the one immediate retry of a
 // failed export. Default 1 s (OTLPRETRY_IMMEDIATE_RETRY_DELAY). A negative
@@ -217,6 +229,7 @@ func withEvents(f func(senderEvent)) Option {
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
 		maxBytes:            DefaultMaxBytes,
+		maxHold:             DefaultMaxHold,
 		immediateRetryDelay: DefaultImmediateRetryDelay,
 		maxImmediateWait:    DefaultMaxImmediateWait,
 		slowAttempt:         DefaultSlowAttempt,
@@ -256,7 +269,7 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("otlpretry: concurrency must be at least 1, got %d", c.concurrency)
 	case c.backoffInitial <= 0 || c.backoffMax < c.backoffInitial:
 		return nil, fmt.Errorf("otlpretry: backoff must satisfy 0 < initial (%v) <= max (%v)", c.backoffInitial, c.backoffMax)
-	case c.logInterval < 0 || c.slowAttempt < 0 || c.probeInterval < 0 || c.maxRetryAfter < 0:
+	case c.maxHold < 0 || c.logInterval < 0 || c.slowAttempt < 0 || c.probeInterval < 0 || c.maxRetryAfter < 0:
 		return nil, fmt.Errorf("otlpretry: durations must not be negative")
 	}
 	return c, nil
@@ -308,6 +321,7 @@ func (c *config) fromEnv(getenv func(string) string) error {
 		c.fullPolicy = p
 	}
 	dur("OTLPRETRY_MAX_AGE", &c.maxAge)
+	dur("OTLPRETRY_MAX_HOLD", &c.maxHold)
 	dur("OTLPRETRY_IMMEDIATE_RETRY_DELAY", &c.immediateRetryDelay)
 	dur("OTLPRETRY_MAX_IMMEDIATE_WAIT", &c.maxImmediateWait)
 	dur("OTLPRETRY_SLOW_ATTEMPT", &c.slowAttempt)

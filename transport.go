@@ -33,6 +33,10 @@ type Transport struct {
 	// straight to the spool instead of waiting on the endpoint.
 	circuitOpen atomic.Bool
 	closed      atomic.Bool
+	// detached counts exports answered at the end of their hold whose
+	// attempts still run.
+	detached   atomic.Int64
+	detachedWG sync.WaitGroup
 
 	counters   counters
 	warnLimit  logLimiter // "Currently retrying ..."
@@ -110,39 +114,127 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.endpoints.observe(req)
 	signal := spool.SignalFromPath(req.URL.Path)
 
-	if t.circuitOpen.Load() {
+	if t.circuitOpen.Load() || t.detached.Load() >= maxDetached {
 		return t.handOff(req, body, signal, "endpoint failing")
 	}
+	if t.cfg.maxHold <= 0 {
+		return t.conclude(req, body, signal, t.tryDirect(req.Context(), req, body, signal))
+	}
+
+	// The attempts run detached from the exporter's call, so that the call
+	// can be answered when the hold is over, whatever the endpoint does.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
+	stop := context.AfterFunc(t.sender.ctx, cancel)
+	results := make(chan directResult, 1)
+	go func() {
+		defer cancel()
+		defer stop()
+		results <- t.tryDirect(ctx, req, body, signal)
+	}()
+	hold := t.cfg.clock.NewTimer(t.cfg.maxHold)
+	select {
+	case r := <-results:
+		hold.Stop()
+		return t.conclude(req, body, signal, r)
+	case <-hold.Chan():
+	case <-req.Context().Done():
+		hold.Stop()
+	}
+	// The endpoint is slow to settle this export: keep it safe, claimed by
+	// this process, release the exporter, and settle the record when the
+	// attempts end.
+	rec := newRecord(req, body, signal)
+	if err := t.spool.PutClaimed(rec); err != nil {
+		return t.conclude(req, body, signal, <-results)
+	}
+	t.circuitOpen.Store(true)
+	t.detached.Add(1)
+	t.detachedWG.Add(1)
+	go t.settleDetached(req, rec, results)
+	return spooledResponse(req), nil
+}
+
+// directResult is how the attempts of the direct path ended.
+type directResult struct {
+	resp *http.Response
+	err  error
+	out  outcome
+}
+
+// tryDirect makes the first attempt and, when it fails in a way worth it,
+// the one immediate retry.
+func (t *Transport) tryDirect(ctx context.Context, req *http.Request, body []byte, signal spool.Signal) directResult {
 	start := t.cfg.clock.Now()
-	resp, err := t.attempt(req.Context(), req, body, signal)
-	out, wait := evaluate(req.Context(), resp, err, t.cfg.clock.Now())
-	switch {
-	case out == canceled:
-		// The exporter gave up waiting; the export is still worth keeping.
-		return t.handOff(req, body, signal, out.String())
-	case !out.retryable():
-		return t.finish(req, resp, err, out)
+	resp, err := t.attempt(ctx, req, body, signal)
+	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if !out.retryable() {
+		return directResult{resp, err, out}
 	}
 	discard(resp)
 	t.counters.retried.Add(1)
-
-	if t.shouldRetryNow(req.Context(), start, wait) {
-		if wait == 0 {
-			wait = t.cfg.immediateRetryDelay
-		}
-		if err := t.sleep(req.Context(), wait); err == nil {
-			resp, err = t.attempt(req.Context(), req, body, signal)
-			out, _ = evaluate(req.Context(), resp, err, t.cfg.clock.Now())
-			if out != canceled && !out.retryable() {
-				return t.finish(req, resp, err, out)
-			}
-			if out != canceled {
-				discard(resp)
-				t.counters.retried.Add(1)
-			}
-		}
+	if !t.shouldRetryNow(ctx, start, wait) {
+		return directResult{nil, err, out}
 	}
-	return t.handOff(req, body, signal, out.String())
+	if wait == 0 {
+		wait = t.cfg.immediateRetryDelay
+	}
+	if err := t.sleep(ctx, wait); err != nil {
+		return directResult{nil, err, canceled}
+	}
+	resp, err = t.attempt(ctx, req, body, signal)
+	out, _ = evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if out.retryable() {
+		discard(resp)
+		t.counters.retried.Add(1)
+		resp = nil
+	}
+	return directResult{resp, err, out}
+}
+
+// conclude answers the exporter once the direct attempts have ended.
+func (t *Transport) conclude(req *http.Request, body []byte, signal spool.Signal, r directResult) (*http.Response, error) {
+	switch r.out {
+	case delivered, rejected:
+		return t.finish(req, r.resp, r.err, r.out)
+	}
+	// Failed, or the exporter gave up waiting: the export is still worth
+	// keeping.
+	return t.handOff(req, body, signal, r.out.String())
+}
+
+// settleDetached waits for the attempts of an export that was answered at
+// the end of its hold, and settles its record accordingly.
+func (t *Transport) settleDetached(req *http.Request, rec *spool.Record, results <-chan directResult) {
+	defer t.detachedWG.Done()
+	defer t.detached.Add(-1)
+	r := <-results
+	var err error
+	switch r.out {
+	case delivered:
+		discard(r.resp)
+		err = t.spool.Ack(rec.ID)
+		t.counters.direct.Add(1)
+		t.circuitOpen.Store(false)
+		t.sender.reachable()
+	case rejected:
+		detail := describe(r.resp, r.out)
+		err = t.spool.Quarantine(rec.ID, detail)
+		t.counters.rejected.Add(1)
+		if ok, held := t.rejectLimt.allow(); ok {
+			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is quarantined",
+				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
+		}
+	default:
+		err = t.spool.Release(rec.ID)
+		t.counters.spooled.Add(1)
+		t.circuitOpen.Store(true)
+		t.sender.start()
+		t.sender.wake()
+		t.warnRetrying(req, r.out.String())
+	}
+	if err != nil && !errors.Is(err, spool.ErrClosed) {
+		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", err)
+	}
 }
 
 // shouldRetryNow decides on the one immediate retry: not when it is off,
@@ -189,15 +281,7 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 // handOff stores the export and answers the exporter as the endpoint would
 // have on success, so that the exporter neither retries nor drops it.
 func (t *Transport) handOff(req *http.Request, body []byte, signal spool.Signal, why string) (*http.Response, error) {
-	rec := &spool.Record{
-		URL:             req.URL.String(),
-		ContentType:     req.Header.Get("Content-Type"),
-		ContentEncoding: req.Header.Get("Content-Encoding"),
-		Signal:          signal,
-		Header:          req.Header,
-		Body:            body,
-	}
-	if err := t.spool.Put(rec); err != nil {
+	if err := t.spool.Put(newRecord(req, body, signal)); err != nil {
 		t.counters.countDrop(err)
 		st := t.spool.Stats()
 		if ok, held := t.dropLimit.allow(); ok {
@@ -210,12 +294,29 @@ func (t *Transport) handOff(req *http.Request, body []byte, signal spool.Signal,
 	t.circuitOpen.Store(true)
 	t.sender.start()
 	t.sender.wake()
+	t.warnRetrying(req, why)
+	return spooledResponse(req), nil
+}
+
+func (t *Transport) warnRetrying(req *http.Request, why string) {
 	if ok, _ := t.warnLimit.allow(); ok {
 		st := t.spool.Stats()
 		t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Currently retrying %d failed export(s) (%d bytes)", st.Records, st.Bytes),
 			"reason", why, "url", redactedURL(req))
 	}
-	return spooledResponse(req), nil
+}
+
+// newRecord describes an export for the spool, which strips what is
+// secret from it.
+func newRecord(req *http.Request, body []byte, signal spool.Signal) *spool.Record {
+	return &spool.Record{
+		URL:             req.URL.String(),
+		ContentType:     req.Header.Get("Content-Type"),
+		ContentEncoding: req.Header.Get("Content-Encoding"),
+		Signal:          signal,
+		Header:          req.Header,
+		Body:            body,
+	}
 }
 
 // attempt sends body once, bounded by the per-attempt timeout. The
@@ -244,6 +345,10 @@ func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
 
 // Spool is the store behind the transport, for inspection.
 func (t *Transport) Spool() *spool.Spool { return t.spool }
+
+// maxDetached bounds the exports whose attempts outlive their hold; past
+// it the endpoint is too slow to be worth a direct try.
+const maxDetached = 64
 
 // maxReadBody bounds what RoundTrip reads into memory before deciding: one
 // byte more than the spool takes, so a larger body is detected.

@@ -161,7 +161,7 @@ func TestRejectedAnswerGoesBackUnchanged(t *testing.T) {
 }
 
 func TestImmediateRetryAfterOneSecond(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithMaxHold(0))
 	h.coll.Script(otlptest.Answer{Status: 503})
 	done := make(chan *http.Response)
 	go func() {
@@ -186,7 +186,7 @@ func TestImmediateRetryAfterOneSecond(t *testing.T) {
 }
 
 func TestImmediateRetryHonoursShortRetryAfter(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithMaxHold(0))
 	h.coll.Script(otlptest.Answer{Status: 429, Header: http.Header{"Retry-After": {"3"}}})
 	done := make(chan struct{})
 	go func() {
@@ -254,7 +254,7 @@ func TestHandOffAnswersWithEmptyResponseOfRequestEncoding(t *testing.T) {
 // TestOutageSpoolsThenDrains walks the whole path: two failed attempts, the
 // hand-off, the circuit skipping the endpoint, backoff, and the drain.
 func TestOutageSpoolsThenDrains(t *testing.T) {
-	h := newHarness(t)
+	h := newHarness(t, WithMaxHold(0))
 	h.coll.SetDefault(otlptest.Answer{Status: 503})
 
 	done := make(chan struct{})
@@ -320,6 +320,87 @@ func TestOutageSpoolsThenDrains(t *testing.T) {
 	}
 	if !h.logs.has(slog.LevelInfo, "backlog delivered") {
 		t.Fatalf("no drain message: %v", h.logs.lines())
+	}
+}
+
+// TestHoldAnswersExporterWhileSlowAttemptSucceeds: the exporter is answered
+// at the end of its hold; the attempt, still running, delivers the export
+// and the stored copy is deleted, so nothing is sent twice.
+func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
+	h := newHarness(t)
+	h.coll.Script(otlptest.Answer{Delay: 200 * time.Millisecond})
+	done := make(chan *http.Response)
+	go func() {
+		resp, _, err := h.export(3, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	h.waitRequests(tracesPath, 1)
+	h.advanceWhenBlocked(1, DefaultMaxHold)
+	resp := <-done
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("Otlpretry-Spooled") != "1" {
+		t.Fatalf("exporter got %d, spooled %q", resp.StatusCode, resp.Header.Get("Otlpretry-Spooled"))
+	}
+	if st := h.rt.Stats(); st.Records != 1 || !st.CircuitOpen {
+		t.Fatalf("while the attempt runs: %+v", st)
+	}
+	h.rt.detachedWG.Wait()
+	st := h.rt.Stats()
+	if st.Records != 0 || st.Direct != 1 || st.Spooled != 0 || st.CircuitOpen {
+		t.Fatalf("after the attempt succeeded: %+v", st)
+	}
+	if h.coll.Spans() != 3 || h.coll.SpanDuplicates() != 0 || h.coll.Requests(tracesPath) != 1 {
+		t.Fatalf("spans %d dups %d requests %d", h.coll.Spans(), h.coll.SpanDuplicates(), h.coll.Requests(tracesPath))
+	}
+	if countRecords(t, h.dir) != 0 {
+		t.Fatal("the stored copy of a delivered export is still on disk")
+	}
+}
+
+// TestHoldThenFailureLeavesExportToSender: the detached attempts fail, the
+// record is released to the background sender, which delivers it later.
+func TestHoldThenFailureLeavesExportToSender(t *testing.T) {
+	h := newHarness(t)
+	h.coll.SetDefault(otlptest.Answer{Status: 503, Delay: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, _, err := h.export(2, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("export: %v", err)
+			return
+		}
+		resp.Body.Close()
+	}()
+	h.waitRequests(tracesPath, 1)
+	h.advanceWhenBlocked(1, DefaultMaxHold)
+	<-done
+	// The circuit opened at the end of the hold: the next export is stored
+	// without touching the endpoint.
+	resp, _, err := h.export(2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := h.coll.Requests(tracesPath); got != 1 {
+		t.Fatalf("%d requests, want only the held export's first attempt", got)
+	}
+	// Two timers: the sender's idle ticker (the second export started it)
+	// and the detached immediate retry.
+	h.advanceWhenBlocked(2, time.Second)
+	h.rt.detachedWG.Wait()
+	if st := h.rt.Stats(); st.Spooled != 2 || st.Records != 2 {
+		t.Fatalf("after the detached attempts failed: %+v", st)
+	}
+	e := h.nextEvent("wait")
+	h.coll.ResetDefault()
+	h.clock.Advance(e.wait)
+	h.nextEvent("idle")
+	if st := h.rt.Stats(); st.Records != 0 || st.Delivered != 2 || h.coll.Spans() != 4 || h.coll.SpanDuplicates() != 0 {
+		t.Fatalf("after recovery: %+v, spans %d dups %d", st, h.coll.Spans(), h.coll.SpanDuplicates())
 	}
 }
 

@@ -57,7 +57,7 @@ type Spool struct {
 	unlock                         func() error
 	instance                       uint64 // high half of every ID this process makes
 	counter                        atomic.Uint32
-	pendingSync                    *groupSync
+	pendingSync, claimedSync       *groupSync
 	ready                          chan struct{}
 
 	ops sync.WaitGroup // operations under way, waited for by Close
@@ -66,6 +66,7 @@ type Spool struct {
 	closed          bool
 	queue           queue
 	claimed         map[ID]entry
+	settling        map[ID]bool // claimed records being acked, released or quarantined
 	writing         map[ID]bool // puts between reservation and queueing
 	bytes           int64       // waiting, claimed and being written
 	quarantined     []quarantined
@@ -92,6 +93,7 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 		pending:    filepath.Join(dir, pendingDir),
 		quarantine: filepath.Join(dir, quarantineDir),
 		claimed:    map[ID]entry{},
+		settling:   map[ID]bool{},
 		writing:    map[ID]bool{},
 		ready:      make(chan struct{}, 1),
 	}
@@ -101,11 +103,16 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 	s.owner = fmt.Sprintf("%d-%08x", os.Getpid(), binary.LittleEndian.Uint32(rnd[4:]))
 	s.mine = filepath.Join(dir, ownersDir, s.owner)
 	s.pendingSync = &groupSync{sync: func() error { return cfg.fs.SyncDir(s.pending) }}
+	s.claimedSync = &groupSync{sync: func() error { return cfg.fs.SyncDir(filepath.Join(s.mine, claimedSub)) }}
 
 	if err := s.makeFolders(); err != nil {
 		return nil, err
 	}
 	if err := s.takeOwnership(); err != nil {
+		return nil, err
+	}
+	if err := s.loadQuarantine(); err != nil {
+		s.releaseOwnership()
 		return nil, err
 	}
 	if err := s.scan(); err != nil {
@@ -165,10 +172,18 @@ func (s *Spool) releaseOwnership() {
 // r.Created are set. It fails with ErrFull (policy DropNewest),
 // ErrTooLarge, ErrClosed, or an *Error from the disk; in every case what was
 // stored before is untouched.
-func (s *Spool) Put(r *Record) error {
+func (s *Spool) Put(r *Record) error { return s.put(r, false) }
+
+// PutClaimed stores r as Put does, but already claimed by the caller, who
+// is sending it now and must settle it with Ack, Release or Quarantine. If
+// the process dies first, the record is adopted like any claimed one.
+func (s *Spool) PutClaimed(r *Record) error { return s.put(r, true) }
+
+func (s *Spool) put(r *Record, claimed bool) error {
 	rec := s.sanitize(r)
 	size := rec.Size()
-	if size > s.cfg.maxBytes || len(rec.Body) > MaxBodySize {
+	if size > s.cfg.maxBytes || len(rec.Body) > MaxBodySize ||
+		metaSize(rec) > maxMetaSize || headerCount(rec.Header) > maxHeaders {
 		s.mu.Lock()
 		s.counts.Dropped.TooLarge++
 		s.mu.Unlock()
@@ -210,7 +225,7 @@ func (s *Spool) Put(r *Record) error {
 		// from here either way.
 		_ = s.cfg.fs.Remove(filepath.Join(s.pending, v.name()))
 	}
-	if err := s.write(rec, e); err != nil {
+	if err := s.write(rec, e, claimed); err != nil {
 		s.mu.Lock()
 		delete(s.writing, e.id)
 		s.bytes -= size
@@ -222,8 +237,13 @@ func (s *Spool) Put(r *Record) error {
 
 	s.mu.Lock()
 	delete(s.writing, e.id)
-	s.queue.push(e)
 	s.counts.Stored++
+	if claimed {
+		s.claimed[e.id] = e
+		s.mu.Unlock()
+		return nil
+	}
+	s.queue.push(e)
 	s.mu.Unlock()
 	s.notify()
 	return nil
@@ -271,7 +291,7 @@ func stripCredentials(raw string) string {
 
 // write puts the record under its final name in pending/ so that it is
 // either whole or absent, whenever the process dies.
-func (s *Spool) write(rec *Record, e entry) (err error) {
+func (s *Spool) write(rec *Record, e entry, claimed bool) (err error) {
 	fsys := s.cfg.fs
 	head, trailer, err := encodeHead(rec)
 	if err != nil {
@@ -306,13 +326,17 @@ func (s *Spool) write(rec *Record, e entry) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := fsys.Rename(tmp, filepath.Join(s.pending, e.name())); err != nil {
+	dir, dirSync := s.pending, s.pendingSync
+	if claimed {
+		dir, dirSync = filepath.Join(s.mine, claimedSub), s.claimedSync
+	}
+	if err := fsys.Rename(tmp, filepath.Join(dir, e.name())); err != nil {
 		return err
 	}
 	if s.cfg.sync == SyncDurable {
-		// The record is in pending/ now; if this sync fails, a power loss
+		// The record is in place now; if this sync fails, a power loss
 		// may still lose it, but the process will find and send it.
-		return s.pendingSync.Sync()
+		return dirSync.Sync()
 	}
 	return nil
 }
@@ -339,25 +363,35 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 			return nil, ErrClosed
 		}
 	}
-	var picked []entry
-	for len(picked) < max && s.queue.Len() > 0 {
-		e := s.queue.pop()
-		s.claimed[e.id] = e
-		picked = append(picked, e)
-	}
 	s.ops.Add(1)
 	s.mu.Unlock()
 	defer s.ops.Done()
 
 	var out []*Record
 	var firstErr error
-	for _, e := range picked {
-		rec, err := s.claimOne(e)
-		if err != nil && firstErr == nil {
-			firstErr = err
+	// Records that turn out expired, gone or corrupt are not handed out,
+	// so pick again until max are or none is left: an empty result must
+	// mean that nothing is waiting.
+	for len(out) < max && firstErr == nil {
+		var picked []entry
+		s.mu.Lock()
+		for len(out)+len(picked) < max && s.queue.Len() > 0 {
+			e := s.queue.pop()
+			s.claimed[e.id] = e
+			picked = append(picked, e)
 		}
-		if rec != nil {
-			out = append(out, rec)
+		s.mu.Unlock()
+		if len(picked) == 0 {
+			break
+		}
+		for _, e := range picked {
+			rec, err := s.claimOne(e)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if rec != nil {
+				out = append(out, rec)
+			}
 		}
 	}
 	if len(out) > 0 {
@@ -414,6 +448,7 @@ func (s *Spool) claimOne(e entry) (*Record, error) {
 func (s *Spool) forget(e entry, count func(*Stats)) {
 	s.mu.Lock()
 	delete(s.claimed, e.id)
+	delete(s.settling, e.id)
 	s.bytes -= e.size
 	if count != nil {
 		count(&s.counts)
@@ -423,12 +458,14 @@ func (s *Spool) forget(e entry, count func(*Stats)) {
 
 // Ack deletes a claimed record: it has been delivered.
 func (s *Spool) Ack(id ID) error {
-	e, err := s.settling(id)
+	e, err := s.settle(id)
 	if err != nil {
 		return err
 	}
+	defer s.ops.Done()
 	path := filepath.Join(s.mine, claimedSub, e.name())
 	if err := s.cfg.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.unsettle(id)
 		return diskError("ack", path, err)
 	}
 	s.forget(e, func(c *Stats) { c.Acked++ })
@@ -437,18 +474,21 @@ func (s *Spool) Ack(id ID) error {
 
 // Release puts a claimed record back in line, its attempt count one higher.
 func (s *Spool) Release(id ID) error {
-	e, err := s.settling(id)
+	e, err := s.settle(id)
 	if err != nil {
 		return err
 	}
+	defer s.ops.Done()
 	src := filepath.Join(s.mine, claimedSub, e.name())
 	next := e
 	next.attempts++
 	if err := s.cfg.fs.Rename(src, filepath.Join(s.pending, next.name())); err != nil {
+		s.unsettle(id)
 		return diskError("release", src, err)
 	}
 	s.mu.Lock()
 	delete(s.claimed, id)
+	delete(s.settling, id)
 	s.queue.push(next)
 	s.counts.Released++
 	s.mu.Unlock()
@@ -459,29 +499,41 @@ func (s *Spool) Release(id ID) error {
 // Quarantine moves a claimed record to the dead-letter folder with the
 // reason beside it, for a person to inspect; it is never sent again.
 func (s *Spool) Quarantine(id ID, reason string) error {
-	e, err := s.settling(id)
+	e, err := s.settle(id)
 	if err != nil {
 		return err
 	}
+	defer s.ops.Done()
 	src := filepath.Join(s.mine, claimedSub, e.name())
-	if err := s.setAside(src, e.name(), errors.New(reason)); err != nil {
-		return err
-	}
+	err = s.setAside(src, e.name(), errors.New(reason))
+	// Kept or, when it cannot be, deleted: either way it is not ours to
+	// send or to hand back any more.
 	s.forget(e, nil)
-	return nil
+	return err
 }
 
-func (s *Spool) settling(id ID) (entry, error) {
+// settle reserves a claimed record for one Ack, Release or Quarantine,
+// which must call s.ops.Done when finished (Close waits for it) and
+// unsettle if the record stays claimed.
+func (s *Spool) settle(id ID) (entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return entry{}, ErrClosed
 	}
 	e, ok := s.claimed[id]
-	if !ok {
+	if !ok || s.settling[id] {
 		return entry{}, fmt.Errorf("%w: %s", ErrUnknownRecord, id)
 	}
+	s.settling[id] = true
+	s.ops.Add(1)
 	return e, nil
+}
+
+func (s *Spool) unsettle(id ID) {
+	s.mu.Lock()
+	delete(s.settling, id)
+	s.mu.Unlock()
 }
 
 // setAside moves path into the quarantine under a name that sorts by the
