@@ -14,8 +14,14 @@
 //     Retry-After is longer, or when the exporter's deadline would pass
 //     first.
 //  3. If that fails too, the export is stored in the spool on disk and the
-//     exporter gets a 200 with an empty OTLP response: its batch processor
-//     never waits on an outage for longer than step 2.
+//     exporter gets a 200 with an empty OTLP response. The exporter never
+//     waits longer than 500 ms (WithMaxHold) whatever the endpoint does:
+//     when steps 1 and 2 have not ended by then, the export is stored as
+//     claimed and the exporter answered at once, while the attempts go on
+//     in the background and then delete the stored copy (delivered),
+//     quarantine it (refused) or leave it to the sender (failed). At
+//     2,000 spans/s the SDK's default queue of 2,048 spans fills in about
+//     a second, so a longer hold would drop spans before they reach us.
 //  4. While the endpoint is failing (the circuit is open) new exports skip
 //     steps 1 and 2 and go straight to the spool, in milliseconds, however
 //     the endpoint fails. As soon as the background sender gets through,
@@ -61,6 +67,7 @@
 //	WithSync                  OTLPRETRY_SYNC                    process (survives kill -9; "durable" also survives power loss)
 //	WithFullPolicy            OTLPRETRY_FULL_POLICY             drop-newest (or drop-oldest)
 //	WithMaxAge                OTLPRETRY_MAX_AGE                 0 (never expire)
+//	WithMaxHold               OTLPRETRY_MAX_HOLD                500ms (0: wait for steps 1 and 2)
 //	WithImmediateRetryDelay   OTLPRETRY_IMMEDIATE_RETRY_DELAY   1s (negative: no immediate retry)
 //	WithMaxImmediateWait      OTLPRETRY_MAX_IMMEDIATE_WAIT      5s
 //	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s

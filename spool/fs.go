@@ -74,3 +74,37 @@ func (OSFS) SyncDir(dir string) error {
 	}
 	return err
 }
+
+// eachDirName calls fn for every entry of dir, unsorted. With the operating
+// system's file system it reads the folder in batches, so that a folder of
+// half a million records is never held in memory as half a million names
+// (tens of megabytes); any other FS is listed with ReadDirNames.
+func eachDirName(fsys FS, dir string, fn func(name string)) error {
+	if _, ok := fsys.(OSFS); !ok {
+		names, err := fsys.ReadDirNames(dir)
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			fn(name)
+		}
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, name := range names {
+			fn(name)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
