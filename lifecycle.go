@@ -13,10 +13,16 @@ func (t *Transport) ForceFlush(ctx context.Context) error {
 	if t.closed.Load() {
 		return errShutdown
 	}
-	if t.spool.Stats().Records == 0 {
+	// Exports answered at the end of their hold may still be released to
+	// the spool: wait for their attempts first.
+	err := t.waitDetached(ctx)
+	if err == nil && t.spool.Stats().Records == 0 {
 		return nil
 	}
-	empty, err := t.sender.flushed(ctx)
+	var empty <-chan struct{}
+	if err == nil {
+		empty, err = t.sender.flushed(ctx)
+	}
 	if err == nil {
 		select {
 		case <-empty:
@@ -40,12 +46,8 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 		stopErr := t.sender.stop(ctx)
 		// Detached attempts were cancelled with the sender; wait for them
 		// to settle their records before the spool closes.
-		waited := make(chan struct{})
-		go func() { t.detachedWG.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-ctx.Done():
-			stopErr = errors.Join(stopErr, ctx.Err())
+		if err := t.waitDetached(ctx); err != nil {
+			stopErr = errors.Join(stopErr, err)
 		}
 		closeErr := t.spool.Close()
 		if t.metricsReg != nil {
@@ -58,4 +60,17 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// waitDetached waits, at most until ctx ends, for the attempts of exports
+// that were answered at the end of their hold.
+func (t *Transport) waitDetached(ctx context.Context) error {
+	for t.detached.Load() > 0 {
+		select {
+		case <-t.detachedDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

@@ -35,8 +35,8 @@ type Transport struct {
 	closed      atomic.Bool
 	// detached counts exports answered at the end of their hold whose
 	// attempts still run.
-	detached   atomic.Int64
-	detachedWG sync.WaitGroup
+	detached     atomic.Int64
+	detachedDone chan struct{} // a value after each detached attempt ends
 
 	counters   counters
 	warnLimit  logLimiter // "Currently retrying ..."
@@ -69,14 +69,15 @@ func New(opts ...Option) (*Transport, error) {
 		return nil, fmt.Errorf("otlpretry: %w", err)
 	}
 	t := &Transport{
-		cfg:        cfg,
-		next:       cfg.next,
-		spool:      sp,
-		endpoints:  newEndpoints(),
-		created:    cfg.clock.Now(),
-		warnLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		dropLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		rejectLimt: logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		cfg:          cfg,
+		next:         cfg.next,
+		spool:        sp,
+		endpoints:    newEndpoints(),
+		created:      cfg.clock.Now(),
+		warnLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		rejectLimt:   logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		detachedDone: make(chan struct{}, 1),
 	}
 	t.sender = newSender(t)
 	if err := t.registerMetrics(); err != nil {
@@ -149,7 +150,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.circuitOpen.Store(true)
 	t.detached.Add(1)
-	t.detachedWG.Add(1)
 	go t.settleDetached(req, rec, results)
 	return spooledResponse(req), nil
 }
@@ -205,8 +205,10 @@ func (t *Transport) conclude(req *http.Request, body []byte, signal spool.Signal
 // settleDetached waits for the attempts of an export that was answered at
 // the end of its hold, and settles its record accordingly.
 func (t *Transport) settleDetached(req *http.Request, rec *spool.Record, results <-chan directResult) {
-	defer t.detachedWG.Done()
-	defer t.detached.Add(-1)
+	defer func() {
+		t.detached.Add(-1)
+		signal(t.detachedDone)
+	}()
 	r := <-results
 	var err error
 	switch r.out {

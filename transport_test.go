@@ -347,7 +347,9 @@ func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
 	if st := h.rt.Stats(); st.Records != 1 || !st.CircuitOpen {
 		t.Fatalf("while the attempt runs: %+v", st)
 	}
-	h.rt.detachedWG.Wait()
+	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	st := h.rt.Stats()
 	if st.Records != 0 || st.Direct != 1 || st.Spooled != 0 || st.CircuitOpen {
 		t.Fatalf("after the attempt succeeded: %+v", st)
@@ -391,7 +393,9 @@ func TestHoldThenFailureLeavesExportToSender(t *testing.T) {
 	// Two timers: the sender's idle ticker (the second export started it)
 	// and the detached immediate retry.
 	h.advanceWhenBlocked(2, time.Second)
-	h.rt.detachedWG.Wait()
+	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if st := h.rt.Stats(); st.Spooled != 2 || st.Records != 2 {
 		t.Fatalf("after the detached attempts failed: %+v", st)
 	}
