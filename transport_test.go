@@ -327,8 +327,8 @@ func TestOutageSpoolsThenDrains(t *testing.T) {
 // at the end of its hold; the attempt, still running, delivers the export
 // and the stored copy is deleted, so nothing is sent twice.
 func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
-	h := newHarness(t)
-	h.coll.Script(otlptest.Answer{Delay: 200 * time.Millisecond})
+	gate := &gatedTransport{next: http.DefaultTransport, arrived: make(chan struct{}), release: make(chan struct{})}
+	h := newHarness(t, WithTransport(gate))
 	done := make(chan *http.Response)
 	go func() {
 		resp, _, err := h.export(3, nil)
@@ -337,7 +337,7 @@ func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
 		}
 		done <- resp
 	}()
-	h.waitRequests(tracesPath, 1)
+	<-gate.arrived
 	h.advanceWhenBlocked(1, DefaultMaxHold)
 	resp := <-done
 	readAll(t, resp)
@@ -347,6 +347,7 @@ func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
 	if st := h.rt.Stats(); st.Records != 1 || !st.CircuitOpen {
 		t.Fatalf("while the attempt runs: %+v", st)
 	}
+	close(gate.release)
 	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -362,11 +363,31 @@ func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
 	}
 }
 
-// TestHoldThenFailureLeavesExportToSender: the detached attempts fail, the
-// record is released to the background sender, which delivers it later.
+// gatedTransport holds its first request until release is closed, so a
+// test decides when a slow endpoint answers.
+type gatedTransport struct {
+	next             http.RoundTripper
+	arrived, release chan struct{}
+	once             sync.Once
+}
+
+func (g *gatedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		close(g.arrived)
+		<-g.release
+	}
+	return g.next.RoundTrip(req)
+}
+
+// TestHoldThenFailureLeavesExportToSender: the held export's attempt fails
+// after the exporter was answered; its record goes to the background
+// sender, which delivers it with the rest once the endpoint recovers.
 func TestHoldThenFailureLeavesExportToSender(t *testing.T) {
-	h := newHarness(t)
-	h.coll.SetDefault(otlptest.Answer{Status: 503, Delay: 100 * time.Millisecond})
+	gate := &gatedTransport{next: http.DefaultTransport, arrived: make(chan struct{}), release: make(chan struct{})}
+	h := newHarness(t, WithTransport(gate), WithImmediateRetryDelay(-1))
+	h.coll.SetDefault(otlptest.Answer{Status: 503})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -377,29 +398,27 @@ func TestHoldThenFailureLeavesExportToSender(t *testing.T) {
 		}
 		resp.Body.Close()
 	}()
-	h.waitRequests(tracesPath, 1)
+	<-gate.arrived
 	h.advanceWhenBlocked(1, DefaultMaxHold)
 	<-done
 	// The circuit opened at the end of the hold: the next export is stored
-	// without touching the endpoint.
+	// at once.
 	resp, _, err := h.export(2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := h.coll.Requests(tracesPath); got != 1 {
-		t.Fatalf("%d requests, want only the held export's first attempt", got)
+	if resp.Header.Get("Otlpretry-Spooled") != "1" {
+		t.Fatal("export after the hold expired went direct")
 	}
-	// Two timers: the sender's idle ticker (the second export started it)
-	// and the detached immediate retry.
-	h.advanceWhenBlocked(2, time.Second)
+	e := h.nextEvent("wait") // the sender failed on the second export
+	close(gate.release)      // the held attempt now gets its 503
 	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.rt.Stats(); st.Spooled != 2 || st.Records != 2 {
-		t.Fatalf("after the detached attempts failed: %+v", st)
+	if st := h.rt.Stats(); st.Spooled != 2 || st.Records != 2 || st.Direct != 0 {
+		t.Fatalf("after the held attempt failed: %+v", st)
 	}
-	e := h.nextEvent("wait")
 	h.coll.ResetDefault()
 	h.clock.Advance(e.wait)
 	h.nextEvent("idle")
