@@ -33,7 +33,9 @@
 //     instead. When the endpoint gave no answer at all (refused or
 //     blackholed connections) it probes it every second with an empty
 //     export, so that delivery resumes within a few seconds of its return
-//     whatever the backoff has grown to. An export that gets a definite
+//     whatever the backoff has grown to. A busy server (408, 429, 5xx with
+//     no Retry-After) is probed only every 10 s during longer waits, and
+//     only its acceptance ends the wait. An export that gets a definite
 //     refusal is moved to the spool's quarantine folder and logged.
 //  6. Logs go to a *slog.Logger: a warning "Currently retrying N failed
 //     export(s) (B bytes)" at most once a minute while exports are spooled;
@@ -75,6 +77,7 @@
 //	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
 //	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
 //	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 1s, 2s (interval 0: no probes)
+//	WithBusyProbe             OTLPRETRY_BUSY_PROBE_INTERVAL     10s (0: no probes of busy servers)
 //	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m
 //	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m
 //	WithAttemptTimeout        OTEL_EXPORTER_OTLP_TIMEOUT        10000 (ms), per signal

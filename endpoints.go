@@ -13,46 +13,50 @@ import (
 // ones.
 type endpoints struct {
 	mu   sync.Mutex // guards live
-	live map[string]liveRequest
+	live map[endpointID]liveRequest
 	seen chan struct{} // closed at the first live request
 }
 
+// endpointID names an endpoint without anything secret. A struct rather
+// than a string so that observing a request, on every export, allocates
+// nothing.
+type endpointID struct{ scheme, host, path string }
+
+func idOf(u *url.URL) endpointID {
+	return endpointID{scheme: u.Scheme, host: strings.ToLower(u.Host), path: u.Path}
+}
+
 type liveRequest struct {
-	url    string
+	url    url.URL
 	header http.Header
 }
 
 func newEndpoints() *endpoints {
-	return &endpoints{live: map[string]liveRequest{}, seen: make(chan struct{})}
-}
-
-// endpointKey identifies an endpoint without anything secret:
-// scheme://host/path, lower-case host.
-func endpointKey(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Scheme + "://" + strings.ToLower(u.Host) + u.Path
+	return &endpoints{live: map[endpointID]liveRequest{}, seen: make(chan struct{})}
 }
 
 func (e *endpoints) observe(req *http.Request) {
-	key := endpointKey(req.URL.String())
+	id := idOf(req.URL)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if prev, ok := e.live[key]; ok && prev.url == req.URL.String() && sameHeader(prev.header, req.Header) {
+	if prev, ok := e.live[id]; ok && prev.url == *req.URL && sameHeader(prev.header, req.Header) {
 		return
 	}
 	if len(e.live) == 0 {
 		close(e.seen)
 	}
-	e.live[key] = liveRequest{url: req.URL.String(), header: req.Header.Clone()}
+	e.live[id] = liveRequest{url: *req.URL, header: req.Header.Clone()}
 }
 
+// lookup finds the live request to the endpoint of a stored URL.
 func (e *endpoints) lookup(recordURL string) (liveRequest, bool) {
+	u, err := url.Parse(recordURL)
+	if err != nil {
+		return liveRequest{}, false
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	l, ok := e.live[endpointKey(recordURL)]
+	l, ok := e.live[idOf(u)]
 	return l, ok
 }
 

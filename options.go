@@ -30,6 +30,7 @@ const (
 	DefaultMaxRetryAfter       = 10 * time.Minute       // OTLPRETRY_MAX_RETRY_AFTER
 	DefaultProbeInterval       = time.Second            // OTLPRETRY_PROBE_INTERVAL
 	DefaultProbeTimeout        = 2 * time.Second        // OTLPRETRY_PROBE_TIMEOUT
+	DefaultBusyProbeInterval   = 10 * time.Second       // OTLPRETRY_BUSY_PROBE_INTERVAL
 	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
 	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
 	DefaultAdoptWait           = time.Minute            // OTLPRETRY_ADOPT_WAIT
@@ -54,6 +55,7 @@ type config struct {
 	maxRetryAfter       time.Duration
 	probeInterval       time.Duration
 	probeTimeout        time.Duration
+	busyProbeInterval   time.Duration
 	logInterval         time.Duration
 	adoptWait           time.Duration
 	attemptTimeout      map[spool.Signal]time.Duration
@@ -179,6 +181,14 @@ func WithProbe(interval, timeout time.Duration) Option {
 	return optionFunc(func(c *config) { c.probeInterval, c.probeTimeout = interval, timeout })
 }
 
+// WithBusyProbe sets how often a busy endpoint (408, 429, 5xx without
+// Retry-After) is probed with an empty export while a backoff wait longer
+// than that runs; only an accepted probe ends the wait early. Default 10 s
+// (OTLPRETRY_BUSY_PROBE_INTERVAL); 0 turns these probes off.
+func WithBusyProbe(interval time.Duration) Option {
+	return optionFunc(func(c *config) { c.busyProbeInterval = interval })
+}
+
 // WithLogInterval sets the least time between two log messages of one kind.
 // Default 60 s (OTLPRETRY_LOG_INTERVAL).
 func WithLogInterval(d time.Duration) Option {
@@ -239,6 +249,7 @@ func newConfig(opts []Option) (*config, error) {
 		maxRetryAfter:       DefaultMaxRetryAfter,
 		probeInterval:       DefaultProbeInterval,
 		probeTimeout:        DefaultProbeTimeout,
+		busyProbeInterval:   DefaultBusyProbeInterval,
 		logInterval:         DefaultLogInterval,
 		adoptWait:           DefaultAdoptWait,
 		attemptTimeout:      map[spool.Signal]time.Duration{},
@@ -252,7 +263,12 @@ func newConfig(opts []Option) (*config, error) {
 		o.apply(c)
 	}
 	if c.next == nil {
-		c.next = http.DefaultTransport.(*http.Transport).Clone()
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// The default keeps 2 idle connections a host: fewer than the
+		// sends in flight while draining, which would then reconnect for
+		// every request.
+		tr.MaxIdleConnsPerHost = max(16, 2*c.concurrency)
+		c.next = tr
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
@@ -269,7 +285,7 @@ func newConfig(opts []Option) (*config, error) {
 		return nil, fmt.Errorf("otlpretry: concurrency must be at least 1, got %d", c.concurrency)
 	case c.backoffInitial <= 0 || c.backoffMax < c.backoffInitial:
 		return nil, fmt.Errorf("otlpretry: backoff must satisfy 0 < initial (%v) <= max (%v)", c.backoffInitial, c.backoffMax)
-	case c.maxHold < 0 || c.logInterval < 0 || c.slowAttempt < 0 || c.probeInterval < 0 || c.maxRetryAfter < 0:
+	case c.maxHold < 0 || c.logInterval < 0 || c.slowAttempt < 0 || c.probeInterval < 0 || c.busyProbeInterval < 0 || c.maxRetryAfter < 0:
 		return nil, fmt.Errorf("otlpretry: durations must not be negative")
 	}
 	return c, nil
@@ -330,6 +346,7 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	dur("OTLPRETRY_MAX_RETRY_AFTER", &c.maxRetryAfter)
 	dur("OTLPRETRY_PROBE_INTERVAL", &c.probeInterval)
 	dur("OTLPRETRY_PROBE_TIMEOUT", &c.probeTimeout)
+	dur("OTLPRETRY_BUSY_PROBE_INTERVAL", &c.busyProbeInterval)
 	dur("OTLPRETRY_LOG_INTERVAL", &c.logInterval)
 	dur("OTLPRETRY_ADOPT_WAIT", &c.adoptWait)
 

@@ -126,21 +126,22 @@ func (s *sender) run() {
 	}
 
 	results := make(chan result, cfg.concurrency)
-	probes := make(chan bool, 1)
+	probes := make(chan outcome, 1)
 	var (
-		state        = healthy
-		epoch        uint64 // bumped at each new wait, so late results of older sends change nothing
-		inflight     int
-		bo           = backoff{initial: cfg.backoffInitial, max: cfg.backoffMax, jitter: cfg.jitter}
-		waitTimer    clockwork.Timer
-		probeTimer   clockwork.Timer
-		probing      bool
-		unreachableE bool          // the last failure got no answer at all
-		lastFailed   *spool.Record // where probes go
-		flushWaiters []chan struct{}
-		backlogSince time.Time
-		drainedCount int
-		idleTicker   = clock.NewTicker(spool.DefaultRescanInterval)
+		state         = healthy
+		epoch         uint64 // bumped at each new wait, so late results of older sends change nothing
+		inflight      int
+		bo            = backoff{initial: cfg.backoffInitial, max: cfg.backoffMax, jitter: cfg.jitter}
+		waitTimer     clockwork.Timer
+		probeTimer    clockwork.Timer
+		probing       bool
+		unreachableE  bool          // the last failure got no answer at all
+		lastFailed    *spool.Record // where probes go
+		probeInterval time.Duration
+		flushWaiters  []chan struct{}
+		backlogSince  time.Time
+		drainedCount  int
+		idleTicker    = clock.NewTicker(spool.DefaultRescanInterval)
 	)
 	defer idleTicker.Stop()
 	stopTimer := func(tm *clockwork.Timer) {
@@ -248,9 +249,10 @@ func (s *sender) run() {
 				lastFailed = r.target
 				stopTimer(&waitTimer)
 				waitTimer = clock.NewTimer(wait)
-				if unreachableE && cfg.probeInterval > 0 && !probing {
+				if every := probeEvery(cfg, r, wait); every > 0 && !probing {
 					stopTimer(&probeTimer)
-					probeTimer = clock.NewTimer(cfg.probeInterval)
+					probeTimer = clock.NewTimer(every)
+					probeInterval = every
 				}
 				s.release(r.target.ID)
 				cfg.event(senderEvent{kind: "wait", wait: wait, out: r.out})
@@ -271,17 +273,20 @@ func (s *sender) run() {
 			probing = true
 			go s.probe(lastFailed, probes)
 
-		case ok := <-probes:
+		case out := <-probes:
 			probing = false
 			if state != waiting {
 				break
 			}
-			if ok {
+			// An unreachable endpoint is back when it answers at all; a
+			// busy one only when it accepts.
+			back := out == delivered || (unreachableE && out != unreachable && out != canceled)
+			if back {
 				endWait()
-			} else if unreachableE {
-				probeTimer = clock.NewTimer(cfg.probeInterval)
+			} else {
+				probeTimer = clock.NewTimer(probeInterval)
 			}
-			cfg.event(senderEvent{kind: "probe", reachable: ok})
+			cfg.event(senderEvent{kind: "probe", reachable: back})
 
 		case <-s.reachCh:
 			if state == waiting && unreachableE {
@@ -385,12 +390,11 @@ func describe(resp *http.Response, out outcome) string {
 }
 
 // probe sends an empty export (a valid OTLP request with no data) to the
-// endpoint of the oldest waiting record: any HTTP answer, even an error,
-// shows the endpoint is reachable again.
-func (s *sender) probe(target *spool.Record, results chan<- bool) {
+// endpoint of the record that failed last, and reports how it went.
+func (s *sender) probe(target *spool.Record, results chan<- outcome) {
 	t := s.t
 	if target == nil {
-		results <- false
+		results <- unreachable
 		return
 	}
 	body, ct := []byte{}, "application/x-protobuf"
@@ -399,15 +403,32 @@ func (s *sender) probe(target *spool.Record, results chan<- bool) {
 	}
 	req, cancel, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
 	if err != nil {
-		results <- false
+		results <- unreachable
 		return
 	}
 	defer cancel()
 	resp, err := t.next.RoundTrip(req)
+	out, _ := evaluate(s.ctx, resp, err, t.cfg.clock.Now())
 	if err == nil {
 		discard(resp)
 	}
-	results <- err == nil
+	results <- out
+}
+
+// probeEvery says how often to probe during the wait that follows a
+// failure, or 0 for not at all. An unreachable endpoint is probed often:
+// the probe costs it nothing. A busy one is probed only during long waits
+// and only when it set no Retry-After, so that it is spared the load yet
+// recovery is noticed within the interval rather than at the end of a
+// wait that may have doubled past the outage.
+func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
+	switch {
+	case r.out == unreachable:
+		return cfg.probeInterval
+	case r.out == serverBusy && r.retryAfter == 0 && cfg.busyProbeInterval > 0 && wait > cfg.busyProbeInterval:
+		return cfg.busyProbeInterval
+	}
+	return 0
 }
 
 // request builds the request for a spooled record: the live URL and
@@ -418,7 +439,7 @@ func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding s
 	url := rec.URL
 	header := http.Header{}
 	if live, ok := t.endpoints.lookup(rec.URL); ok {
-		url = live.url
+		url = live.url.String()
 		header = live.header.Clone()
 	} else {
 		for k, v := range t.cfg.headers {

@@ -104,54 +104,65 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody || t.closed.Load() {
 		return t.next.RoundTrip(req)
 	}
-	body, err := readBody(req)
+	p, err := newPayload(req)
 	if err != nil {
 		return nil, err
-	}
-	if len(body) > spool.MaxBodySize {
-		// Too large to keep; the exporter gets the endpoint's own answer.
-		return t.next.RoundTrip(withBody(req, req.Context(), body))
 	}
 	t.endpoints.observe(req)
 	signal := spool.SignalFromPath(req.URL.Path)
 
 	if t.circuitOpen.Load() || t.detached.Load() >= maxDetached {
-		return t.handOff(req, body, signal, "endpoint failing")
+		defer closeOriginal(req)
+		return t.handOff(req, p, signal, "endpoint failing")
 	}
 	if t.cfg.maxHold <= 0 {
-		return t.conclude(req, body, signal, t.tryDirect(req.Context(), req, body, signal))
+		r := t.tryDirect(req.Context(), req, p, signal)
+		closeOriginal(req)
+		return t.conclude(req, p, signal, r)
 	}
 
 	// The attempts run detached from the exporter's call, so that the call
 	// can be answered when the hold is over, whatever the endpoint does.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
-	stop := context.AfterFunc(t.sender.ctx, cancel)
 	results := make(chan directResult, 1)
 	go func() {
-		defer cancel()
-		defer stop()
-		results <- t.tryDirect(ctx, req, body, signal)
+		r := t.tryDirect(detachedContext{t.sender.ctx, req.Context()}, req, p, signal)
+		closeOriginal(req)
+		results <- r
 	}()
 	hold := t.cfg.clock.NewTimer(t.cfg.maxHold)
 	select {
 	case r := <-results:
 		hold.Stop()
-		return t.conclude(req, body, signal, r)
+		return t.conclude(req, p, signal, r)
 	case <-hold.Chan():
 	case <-req.Context().Done():
 		hold.Stop()
 	}
 	// The endpoint is slow to settle this export: keep it safe, claimed by
 	// this process, release the exporter, and settle the record when the
-	// attempts end.
-	rec := newRecord(req, body, signal)
+	// attempts end. Later attempts use the copy read here, not the
+	// exporter's buffer.
+	data, err := p.bytes()
+	if err != nil {
+		return t.conclude(req, p, signal, <-results)
+	}
+	rec := newRecord(req, data, signal)
 	if err := t.spool.PutClaimed(rec); err != nil {
-		return t.conclude(req, body, signal, <-results)
+		return t.conclude(req, p, signal, <-results)
 	}
 	t.circuitOpen.Store(true)
 	t.detached.Add(1)
 	go t.settleDetached(req, rec, results)
 	return spooledResponse(req), nil
+}
+
+// closeOriginal closes the exporter's request body once no attempt reads
+// its buffer any more: by the RoundTripper contract the exporter may reuse
+// it then. A body read by newPayload is already closed.
+func closeOriginal(req *http.Request) {
+	if req.GetBody != nil {
+		req.Body.Close()
+	}
 }
 
 // directResult is how the attempts of the direct path ended.
@@ -163,9 +174,9 @@ type directResult struct {
 
 // tryDirect makes the first attempt and, when it fails in a way worth it,
 // the one immediate retry.
-func (t *Transport) tryDirect(ctx context.Context, req *http.Request, body []byte, signal spool.Signal) directResult {
+func (t *Transport) tryDirect(ctx context.Context, req *http.Request, p *payload, signal spool.Signal) directResult {
 	start := t.cfg.clock.Now()
-	resp, err := t.attempt(ctx, req, body, signal)
+	resp, err := t.attempt(ctx, req, p, signal)
 	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
 	if !out.retryable() {
 		return directResult{resp, err, out}
@@ -181,7 +192,7 @@ func (t *Transport) tryDirect(ctx context.Context, req *http.Request, body []byt
 	if err := t.sleep(ctx, wait); err != nil {
 		return directResult{nil, err, canceled}
 	}
-	resp, err = t.attempt(ctx, req, body, signal)
+	resp, err = t.attempt(ctx, req, p, signal)
 	out, _ = evaluate(ctx, resp, err, t.cfg.clock.Now())
 	if out.retryable() {
 		discard(resp)
@@ -192,14 +203,14 @@ func (t *Transport) tryDirect(ctx context.Context, req *http.Request, body []byt
 }
 
 // conclude answers the exporter once the direct attempts have ended.
-func (t *Transport) conclude(req *http.Request, body []byte, signal spool.Signal, r directResult) (*http.Response, error) {
+func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal, r directResult) (*http.Response, error) {
 	switch r.out {
 	case delivered, rejected:
 		return t.finish(req, r.resp, r.err, r.out)
 	}
 	// Failed, or the exporter gave up waiting: the export is still worth
 	// keeping.
-	return t.handOff(req, body, signal, r.out.String())
+	return t.handOff(req, p, signal, r.out.String())
 }
 
 // settleDetached waits for the attempts of an export that was answered at
@@ -282,8 +293,12 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 
 // handOff stores the export and answers the exporter as the endpoint would
 // have on success, so that the exporter neither retries nor drops it.
-func (t *Transport) handOff(req *http.Request, body []byte, signal spool.Signal, why string) (*http.Response, error) {
-	if err := t.spool.Put(newRecord(req, body, signal)); err != nil {
+func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, why string) (*http.Response, error) {
+	data, err := p.bytes()
+	if err == nil {
+		err = t.spool.Put(newRecord(req, data, signal))
+	}
+	if err != nil {
 		t.counters.countDrop(err)
 		st := t.spool.Stats()
 		if ok, held := t.dropLimit.allow(); ok {
@@ -323,9 +338,15 @@ func newRecord(req *http.Request, body []byte, signal spool.Signal) *spool.Recor
 
 // attempt sends body once, bounded by the per-attempt timeout. The
 // response body stays readable until closed.
-func (t *Transport) attempt(ctx context.Context, req *http.Request, body []byte, signal spool.Signal) (*http.Response, error) {
+func (t *Transport) attempt(ctx context.Context, req *http.Request, p *payload, signal spool.Signal) (*http.Response, error) {
+	body, err := p.body()
+	if err != nil {
+		return nil, fmt.Errorf("otlpretry: replay request body: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.attemptTimeout[signal])
-	resp, err := t.next.RoundTrip(withBody(req, ctx, body))
+	r := req.WithContext(ctx)
+	r.Body, r.GetBody = body, p.body
+	resp, err := t.next.RoundTrip(r)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -351,32 +372,6 @@ func (t *Transport) Spool() *spool.Spool { return t.spool }
 // maxDetached bounds the exports whose attempts outlive their hold; past
 // it the endpoint is too slow to be worth a direct try.
 const maxDetached = 64
-
-// maxReadBody bounds what RoundTrip reads into memory before deciding: one
-// byte more than the spool takes, so a larger body is detected.
-const maxReadBody = spool.MaxBodySize + 1
-
-func readBody(req *http.Request) ([]byte, error) {
-	defer req.Body.Close()
-	var buf bytes.Buffer
-	if req.ContentLength > 0 && req.ContentLength < maxReadBody {
-		buf.Grow(int(req.ContentLength))
-	}
-	if _, err := io.Copy(&buf, io.LimitReader(req.Body, maxReadBody)); err != nil {
-		return nil, fmt.Errorf("otlpretry: read request body: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
-// withBody clones req with ctx and a fresh reader over body, and GetBody so
-// that the lower transport can replay it on a reused connection.
-func withBody(req *http.Request, ctx context.Context, body []byte) *http.Request {
-	r := req.Clone(ctx)
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	r.ContentLength = int64(len(body))
-	return r
-}
 
 type cancelOnClose struct {
 	io.ReadCloser

@@ -752,3 +752,32 @@ func (l *logCapture) lines() []string {
 	}
 	return out
 }
+
+// TestBusyServerProbedDuringLongWaits: during a backoff wait longer than the
+// busy-probe interval, an empty export checks the server; its acceptance
+// ends the wait, while a 503 to the probe does not.
+func TestBusyServerProbedDuringLongWaits(t *testing.T) {
+	h := newHarness(t, WithImmediateRetryDelay(-1), WithBackoff(64*time.Second, 64*time.Second), WithBusyProbe(10*time.Second))
+	h.coll.SetDefault(otlptest.Answer{Status: 503})
+	resp, keys, err := h.export(2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if e := h.nextEvent("wait"); e.wait != 64*time.Second {
+		t.Fatalf("wait %v", e.wait)
+	}
+	h.clock.Advance(10 * time.Second)
+	if e := h.nextEvent("probe"); e.reachable {
+		t.Fatal("a 503 to the probe ended the wait")
+	}
+	h.coll.ResetDefault()
+	h.clock.Advance(10 * time.Second)
+	if e := h.nextEvent("probe"); !e.reachable {
+		t.Fatal("an accepted probe did not end the wait")
+	}
+	h.nextEvent("idle")
+	if h.coll.Spans() != len(keys) {
+		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))
+	}
+}
