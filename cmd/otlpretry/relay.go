@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/otlpretry/otlpretry"
+	"github.com/otlpretry/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/internal/relay"
+	"github.com/otlpretry/otlpretry/spool"
+)
+
+const defaultListen = "127.0.0.1:4318"
+
+func runRelay(ctx context.Context, args []string, e *env) int {
+	fs := newFlagSet("relay", "[flags]", `
+Runs an OTLP/HTTP receiver for local applications, in any language, and
+forwards what they send to the upstream collector through the otlpretry
+transport: retried, and kept in a spool on disk while the upstream is down.
+A client is answered only once the upstream has accepted its export or the
+export is stored; the upstream's refusals (4xx) come back to the client as
+they came. Bodies are forwarded byte for byte (compressed ones stay so).
+
+Receives POST /v1/traces, /v1/metrics and /v1/logs (application/x-protobuf
+or application/json, at most 64 MiB). Serves GET /healthz, /status (JSON)
+and /metrics (Prometheus). SIGINT or SIGTERM stops it: it finishes the
+requests in flight and leaves the backlog on disk for the next run.
+
+Headers for the upstream (credentials, typically) come from
+OTEL_EXPORTER_OTLP_HEADERS ("key=value,key2=value2", values
+percent-decoded) and are never written to disk. Other settings of the
+transport are read from the OTLPRETRY_* variables (see the package
+documentation). Flags take precedence over the environment.`, e)
+	listen := fs.String("listen", "", "address to listen on (env OTLPRETRY_RELAY_LISTEN; default "+defaultListen+", this machine only)")
+	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+"; required)")
+	dir := fs.String("dir", "", "spool folder (env OTLPRETRY_DIR; default "+defaultDir()+")")
+	maxBytes := fs.Int64("max-bytes", 0, fmt.Sprintf("spool cap in bytes (env OTLPRETRY_MAX_BYTES; default %d)", otlpretry.DefaultMaxBytes))
+	syncMode := fs.String("sync", "", "what a stored export survives: process (kill -9) or durable (also power loss) (env OTLPRETRY_SYNC; default durable)")
+	fullPolicy := fs.String("full-policy", "", "at the cap: drop-newest or drop-oldest (env OTLPRETRY_FULL_POLICY; default drop-newest)")
+	maxAge := fs.Duration("max-age", 0, "drop spooled exports older than this; 0 never (env OTLPRETRY_MAX_AGE; default 0)")
+	tokenFile := fs.String("auth-token-file", "", "file holding a bearer token that clients must send (env OTLPRETRY_RELAY_AUTH_TOKEN_FILE; default none)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "longest a SIGINT/SIGTERM shutdown may take")
+	if code, done := parseFlags(fs, args, e); done {
+		return code
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(e.stderr, "otlpretry relay: "+format+"\n", a...)
+		return exitUsage
+	}
+	pick := func(flagValue, envName, def string) string {
+		if flagValue != "" {
+			return flagValue
+		}
+		if v := e.getenv(envName); v != "" {
+			return v
+		}
+		return def
+	}
+
+	rawEndpoint := pick(*endpoint, otlpenv.EndpointVar, "")
+	if rawEndpoint == "" {
+		return fail("no upstream: give --endpoint or set %s", otlpenv.EndpointVar)
+	}
+	upstream, err := otlpenv.ParseEndpoint(rawEndpoint)
+	if err != nil {
+		return fail("%v", err)
+	}
+	headers, err := otlpenv.ParseHeaders(e.getenv(otlpenv.HeadersVar))
+	if err != nil {
+		return fail("%s: %v", otlpenv.HeadersVar, err)
+	}
+	listenAddr := pick(*listen, "OTLPRETRY_RELAY_LISTEN", defaultListen)
+	if sameAddress(listenAddr, upstream.Host) {
+		return fail("the upstream %s is the relay's own address", upstream.Redacted())
+	}
+	var token string
+	if f := pick(*tokenFile, "OTLPRETRY_RELAY_AUTH_TOKEN_FILE", ""); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fail("auth token: %v", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return fail("auth token file %s is empty", f)
+		}
+	}
+	spoolDir := resolveDir(*dir, e)
+
+	// Options only for what was set here: what is not set is left to the
+	// transport, which reads OTLPRETRY_* itself; so flags > environment >
+	// defaults throughout.
+	opts := []otlpretry.Option{
+		otlpretry.WithDir(spoolDir),
+		// Non-nil even when empty: the backlog of an earlier run is then
+		// sent at once rather than after waiting for a live request.
+		otlpretry.WithHeaders(headers),
+	}
+	if isSet(fs, "max-bytes") {
+		if *maxBytes <= 0 {
+			return fail("--max-bytes must be positive")
+		}
+		opts = append(opts, otlpretry.WithMaxBytes(*maxBytes))
+	}
+	switch {
+	case *syncMode != "":
+		m, err := spool.ParseSyncMode(*syncMode)
+		if err != nil {
+			return fail("--sync: %v", err)
+		}
+		opts = append(opts, otlpretry.WithSync(m))
+	case e.getenv("OTLPRETRY_SYNC") == "":
+		// The relay acknowledges exports to other processes, which then
+		// forget them: it stores them durably unless told otherwise.
+		opts = append(opts, otlpretry.WithSync(spool.SyncDurable))
+	}
+	if *fullPolicy != "" {
+		p, err := spool.ParseFullPolicy(*fullPolicy)
+		if err != nil {
+			return fail("--full-policy: %v", err)
+		}
+		opts = append(opts, otlpretry.WithFullPolicy(p))
+	}
+	if isSet(fs, "max-age") {
+		if *maxAge < 0 {
+			return fail("--max-age must not be negative")
+		}
+		opts = append(opts, otlpretry.WithMaxAge(*maxAge))
+	}
+
+	logger := slog.New(slog.NewTextHandler(e.stderr, nil))
+	opts = append(opts, otlpretry.WithLogger(logger))
+	rt, err := otlpretry.New(opts...)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
+		return exitFailure
+	}
+	h, err := relay.New(relay.Config{
+		Upstream:  upstream,
+		Headers:   headers,
+		Transport: rt,
+		Stats:     rt.Stats,
+		AuthToken: token,
+		Dir:       spoolDir,
+		Logger:    logger,
+	})
+	if err != nil {
+		_ = rt.Shutdown(context.Background())
+		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
+		return exitFailure
+	}
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		_ = rt.Shutdown(context.Background())
+		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
+		return exitFailure
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && token == "" {
+		logger.Warn("otlpretry relay: listening beyond this machine without --auth-token-file; anyone who can reach it can send through it",
+			"addr", ln.Addr().String())
+	}
+	st := rt.Stats()
+	logger.Info("otlpretry relay: listening",
+		"addr", ln.Addr().String(), "upstream", upstream.Redacted(), "dir", spoolDir,
+		"backlog", st.Records, "auth", token != "")
+
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	select {
+	case <-sigCtx.Done():
+	case err := <-served:
+		stop()
+		logger.Error("otlpretry relay: server stopped", "err", err)
+		_ = rt.Shutdown(context.Background())
+		return exitFailure
+	}
+	stop() // a second signal ends the process at once
+	logger.Info("otlpretry relay: shutting down; finishing the requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	code := exitOK
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("otlpretry relay: requests still in flight at the shutdown timeout", "err", err)
+		_ = srv.Close()
+		code = exitFailure
+	}
+	if err := rt.Shutdown(sctx); err != nil {
+		logger.Warn("otlpretry relay: transport shutdown", "err", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			code = exitFailure
+		}
+	}
+	st = rt.Stats()
+	logger.Info("otlpretry relay: stopped", "backlog_left_on_disk", st.Records, "bytes", st.Bytes)
+	return code
+}
+
+// sameAddress reports whether the upstream host:port is where the relay
+// listens, which would make it forward to itself.
+func sameAddress(listen, upstreamHost string) bool {
+	lh, lp, err1 := net.SplitHostPort(listen)
+	uh, up, err2 := net.SplitHostPort(upstreamHost)
+	if err1 != nil || err2 != nil || lp != up || lp == "0" {
+		return false
+	}
+	loop := func(h string) bool {
+		ip := net.ParseIP(h)
+		return h == "localhost" || h == "" || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified()))
+	}
+	return lh == uh || (loop(lh) && loop(uh))
+}

@@ -1,0 +1,294 @@
+// Package relay is the HTTP side of the otlpretry command's relay: an
+// OTLP/HTTP receiver for local clients that checks each request and
+// forwards its body, byte for byte, through an otlpretry.Transport to the
+// upstream collector, plus the relay's own /healthz, /status and /metrics.
+//
+// A client is answered only once the upstream has accepted the export or
+// the transport has stored it on disk: the transport's RoundTrip returns
+// the upstream's answer, or a 200 after storing. A request refused here
+// (wrong path, method, token, content type, or too large) never reaches the
+// transport, so it is never stored.
+package relay
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/otlpretry/otlpretry"
+	"github.com/otlpretry/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/spool"
+)
+
+// DefaultMaxBodyBytes bounds an inbound body. OTLP receivers commonly take
+// far less; the OTel Collector's default is 20 MiB.
+const DefaultMaxBodyBytes = 64 << 20
+
+// Config describes a Relay.
+type Config struct {
+	// Upstream is the base URL of the collector; /v1/<signal> is appended.
+	Upstream *url.URL
+	// Headers are set on every forwarded request (OTEL_EXPORTER_OTLP_HEADERS).
+	// They are never written to disk.
+	Headers http.Header
+	// Transport carries the forwarded requests: an *otlpretry.Transport.
+	Transport http.RoundTripper
+	// Stats reads the transport's counters for /status and /metrics.
+	Stats func() otlpretry.Stats
+	// AuthToken, when not empty, is the bearer token clients must send.
+	AuthToken string
+	// Dir is the spool folder, shown by /status.
+	Dir string
+	// MaxBodyBytes bounds inbound bodies; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Relay is an http.Handler.
+type Relay struct {
+	cfg       Config
+	tokenHash [sha256.Size]byte
+	registry  *prometheus.Registry
+	metrics   http.Handler
+	requests  *prometheus.CounterVec
+	started   time.Time
+}
+
+// New returns a Relay for cfg.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Upstream == nil || cfg.Transport == nil || cfg.Stats == nil {
+		return nil, errors.New("relay: Upstream, Transport and Stats are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{cfg: cfg, started: time.Now()}
+	if cfg.AuthToken != "" {
+		r.tokenHash = sha256.Sum256([]byte(cfg.AuthToken))
+	}
+	r.registry = prometheus.NewRegistry()
+	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "otlpretry_relay_requests_total",
+		Help: "OTLP requests received by the relay, by signal and the HTTP status answered.",
+	}, []string{"signal", "code"})
+	if err := r.registry.Register(newStatsCollector(cfg.Stats)); err != nil {
+		return nil, err
+	}
+	r.registry.MustRegister(r.requests,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.metrics = promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{})
+	return r, nil
+}
+
+// Registry is the relay's own Prometheus registry, served on /metrics.
+func (r *Relay) Registry() *prometheus.Registry { return r.registry }
+
+// ServeHTTP routes: POST /v1/{traces,metrics,logs}; GET /healthz, /status,
+// /metrics; anything else is 404.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	switch req.URL.Path {
+	case "/v1/traces", "/v1/metrics", "/v1/logs":
+		r.ingest(w, req)
+	case "/healthz":
+		if r.onlyGet(w, req) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = io.WriteString(w, "ok\n")
+		}
+	case "/status":
+		if r.onlyGet(w, req) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(r.Status())
+		}
+	case "/metrics":
+		if r.onlyGet(w, req) {
+			r.metrics.ServeHTTP(w, req)
+		}
+	default:
+		http.Error(w, "not found: the relay takes OTLP/HTTP exports on /v1/traces, /v1/metrics and /v1/logs", http.StatusNotFound)
+	}
+}
+
+func (r *Relay) onlyGet(w http.ResponseWriter, req *http.Request) bool {
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+// acceptedEncodings are the Content-Encodings the OTel Collector's HTTP
+// receiver understands; the relay forwards the body as it came, so it only
+// checks the name.
+var acceptedEncodings = map[string]bool{
+	"": true, "identity": true, "gzip": true, "deflate": true, "zstd": true, "snappy": true, "x-snappy-framed": true, "lz4": true,
+}
+
+func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
+	signal := spool.SignalFromPath(req.URL.Path)
+	orig := w
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() { r.requests.WithLabelValues(signal.String(), strconv.Itoa(rec.code())).Inc() }()
+	w = rec
+
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "OTLP/HTTP exports are POSTed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !r.authorized(req) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="otlpretry relay"`)
+		http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+		return
+	}
+	if req.ContentLength > r.cfg.MaxBodyBytes {
+		tooLarge(w, r.cfg.MaxBodyBytes)
+		return
+	}
+	ct := req.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/x-protobuf" && mt != "application/json") {
+		http.Error(w, "Content-Type must be application/x-protobuf or application/json", http.StatusUnsupportedMediaType)
+		return
+	}
+	enc := strings.ToLower(strings.TrimSpace(req.Header.Get("Content-Encoding")))
+	if !acceptedEncodings[enc] {
+		http.Error(w, "unsupported Content-Encoding", http.StatusUnsupportedMediaType)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(orig, req.Body, r.cfg.MaxBodyBytes))
+	if err != nil {
+		var tl *http.MaxBytesError
+		if errors.As(err, &tl) {
+			tooLarge(w, r.cfg.MaxBodyBytes)
+			return
+		}
+		http.Error(w, "cannot read the request body", http.StatusBadRequest)
+		return
+	}
+
+	if len(body) == 0 {
+		// An export with no data: nothing to deliver or to keep.
+		w.Header().Set("Content-Type", mt)
+		if mt == "application/json" {
+			_, _ = io.WriteString(w, "{}")
+		}
+		return
+	}
+
+	// The request keeps the client's context: if the client leaves, the
+	// transport keeps the export and settles it in the background.
+	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost,
+		otlpenv.SignalURL(r.cfg.Upstream, signal, req.URL.Path), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, "bad upstream URL", http.StatusInternalServerError)
+		return
+	}
+	out.Header.Set("Content-Type", ct)
+	if enc != "" {
+		out.Header.Set("Content-Encoding", req.Header.Get("Content-Encoding"))
+	}
+	out.Header.Set("User-Agent", "otlpretry-relay")
+	for k, vs := range r.cfg.Headers {
+		out.Header[k] = append([]string(nil), vs...)
+	}
+	resp, err := r.cfg.Transport.RoundTrip(out)
+	if err != nil {
+		// Neither delivered nor stored (spool full, disk error, shutting
+		// down): the client's exporter may retry it later.
+		r.cfg.Logger.Warn("otlpretry relay: export neither delivered nor stored; the client was told to retry",
+			"signal", signal.String(), "err", err)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "the relay can neither deliver nor store this export now; retry later", http.StatusServiceUnavailable)
+		return
+	}
+	defer resp.Body.Close()
+	copyHeader(w.Header(), resp.Header)
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+func tooLarge(w http.ResponseWriter, limit int64) {
+	// The rest of the body is not read; do not keep the connection.
+	w.Header().Set("Connection", "close")
+	http.Error(w, "request body over "+strconv.FormatInt(limit, 10)+" bytes", http.StatusRequestEntityTooLarge)
+}
+
+func (r *Relay) authorized(req *http.Request) bool {
+	if r.cfg.AuthToken == "" {
+		return true
+	}
+	scheme, token, ok := strings.Cut(req.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		token = ""
+	}
+	// Hashing both sides first makes the comparison constant-time in the
+	// token's length too.
+	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	return subtle.ConstantTimeCompare(got[:], r.tokenHash[:]) == 1
+}
+
+// hopByHop are the headers that describe one connection, not the message.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, vs := range src {
+		if !hopByHop[k] {
+			dst[k] = append([]string(nil), vs...)
+		}
+	}
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
+
+// Unwrap lets http.ResponseController (and MaxBytesReader's connection
+// handling) reach the real writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,88 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/otlpretry/otlpretry"
+)
+
+// Status is the JSON document served on /status.
+type Status struct {
+	Upstream      string  `json:"upstream"`
+	Dir           string  `json:"dir"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Circuit is "open" while the upstream fails and new exports go
+	// straight to the spool, else "closed".
+	Circuit string  `json:"circuit"`
+	Backlog Backlog `json:"backlog"`
+	// Delivered counts exports the upstream accepted: Direct on the first
+	// attempt or the immediate retry, FromSpool by the background sender.
+	Delivered Delivered `json:"delivered"`
+	Spooled   uint64    `json:"spooled"`
+	Retried   uint64    `json:"retried"`
+	// Rejected exports got a definite refusal and were answered to the
+	// client as they came; Quarantined ones were refused when sent from the
+	// spool.
+	Rejected    uint64  `json:"rejected"`
+	Quarantined uint64  `json:"quarantined"`
+	Dropped     Dropped `json:"dropped"`
+}
+
+// Backlog is what waits in the spool.
+type Backlog struct {
+	Records          int     `json:"records"`
+	Bytes            int64   `json:"bytes"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+// Delivered splits deliveries by path.
+type Delivered struct {
+	Direct    uint64 `json:"direct"`
+	FromSpool uint64 `json:"from_spool"`
+	Total     uint64 `json:"total"`
+}
+
+// Dropped counts lost exports by reason; see otlpretry.Drops.
+type Dropped struct {
+	Full     uint64 `json:"full"`
+	Evicted  uint64 `json:"evicted"`
+	Disk     uint64 `json:"disk"`
+	Expired  uint64 `json:"expired"`
+	Corrupt  uint64 `json:"corrupt"`
+	TooLarge uint64 `json:"too_large"`
+	Closed   uint64 `json:"closed"`
+	Total    uint64 `json:"total"`
+}
+
+// NewStatus converts transport counters to the /status document.
+func NewStatus(st otlpretry.Stats) Status {
+	circuit := "closed"
+	if st.CircuitOpen {
+		circuit = "open"
+	}
+	d := st.Dropped
+	return Status{
+		Circuit: circuit,
+		Backlog: Backlog{Records: st.Records, Bytes: st.Bytes, OldestAgeSeconds: st.OldestAge.Seconds()},
+		Delivered: Delivered{
+			Direct: st.Direct, FromSpool: st.Delivered, Total: st.Direct + st.Delivered,
+		},
+		Spooled:     st.Spooled,
+		Retried:     st.Retried,
+		Rejected:    st.Rejected,
+		Quarantined: st.Quarantined,
+		Dropped: Dropped{
+			Full: d.Full, Evicted: d.Evicted, Disk: d.Disk, Expired: d.Expired,
+			Corrupt: d.Corrupt, TooLarge: d.TooLarge, Closed: d.Closed, Total: d.Total(),
+		},
+	}
+}
+
+// Status returns the relay's status now.
+func (r *Relay) Status() Status {
+	s := NewStatus(r.cfg.Stats())
+	s.Upstream = r.cfg.Upstream.Redacted()
+	s.Dir = r.cfg.Dir
+	s.UptimeSeconds = time.Since(r.started).Seconds()
+	return s
+}
