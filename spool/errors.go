@@ -27,7 +27,8 @@ var (
 	// ErrNotDirectory: the spool path exists and is not a folder.
 	ErrNotDirectory = errors.New("spool: not a directory")
 	// ErrUnknownRecord: Ack, Release or Quarantine of an ID this spool has
-	// not handed out with Claim (or already settled).
+	// not handed out with Claim or PutClaimed, or one already settled or
+	// being settled by another call.
 	ErrUnknownRecord = errors.New("spool: record not claimed")
 )
 

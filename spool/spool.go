@@ -278,7 +278,10 @@ func (s *Spool) sanitize(r *Record) *Record {
 // than risk storing a secret in it.
 func stripCredentials(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	// Anything but an absolute URL with a host is refused: in an opaque
+	// one such as "collector:s3cret@host/v1/traces" the parser cannot tell
+	// where a password is.
+	if err != nil || u.Host == "" || u.Opaque != "" {
 		return ""
 	}
 	u.User = nil
@@ -352,6 +355,9 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}
+	// Registered before the rescan, so that Close waits for it too.
+	s.ops.Add(1)
+	defer s.ops.Done()
 	if s.queue.Len() == 0 && s.cfg.rescanInterval >= 0 && s.cfg.now().Sub(s.lastScan) >= s.cfg.rescanInterval {
 		s.mu.Unlock()
 		if err := s.scan(); err != nil {
@@ -363,9 +369,7 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 			return nil, ErrClosed
 		}
 	}
-	s.ops.Add(1)
 	s.mu.Unlock()
-	defer s.ops.Done()
 
 	var out []*Record
 	var firstErr error
