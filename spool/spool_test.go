@@ -698,7 +698,7 @@ func TestURLCredentials(t *testing.T) {
 		{"https://host/v1/metrics?", "https://host/v1/metrics", nil},
 		{"http://[::1]:4318/v1/traces?sig=S1GSECRET", "http://[::1]:4318/v1/traces", []string{"S1GSECRET"}},
 		{"https://host/v1/traces", "https://host/v1/traces", nil},
-		{"http://us er:PW%zzSECRET@host/", "", []string{"PW%zzSECRET"}}, // unparsable: nothing kept
+		{"http://us er:PW%zzSECRET@host/", "", []string{"PW%zzSECRET"}},              // unparsable: nothing kept
 		{"collector:0PAQUESECRET@host:4318/v1/traces", "", []string{"0PAQUESECRET"}}, // opaque: nothing kept
 		{"/v1/traces", "", nil}, // no host to send to
 		{"", "", nil},
