@@ -91,11 +91,10 @@ func TestRestartDeliversWhatAKilledProcessSpooled(t *testing.T) {
 	}
 	t.Logf("child reported %d batches (%d spans) before SIGKILL", batches, len(keys))
 
-	// The next run: the collector is back, and the spooled exports go out
-	// with the configured headers, the killed process's being gone.
-	if err := coll.Start(); err != nil {
-		t.Fatal(err)
-	}
+	// The next run finds everything the killed process reported; once the
+	// collector is back, the spooled exports go out with the configured
+	// headers, the killed process's being gone. The collector starts only
+	// after the count, or the sender could deliver some before it.
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
 		otlpretry.WithHeaders(http.Header{"X-Restart-Test": {"next run"}}),
@@ -107,6 +106,9 @@ func TestRestartDeliversWhatAKilledProcessSpooled(t *testing.T) {
 	t.Cleanup(func() { _ = rt.Shutdown(context.Background()) })
 	if st := rt.Stats(); st.Records < batches {
 		t.Errorf("the next run finds %d exports in the spool, want at least the %d reported", st.Records, batches)
+	}
+	if err := coll.Start(); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

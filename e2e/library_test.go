@@ -1,0 +1,355 @@
+package e2e
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/otlpretry/otlpretry"
+	"github.com/otlpretry/otlpretry/internal/otlptest"
+)
+
+// Timing of a fault scenario: steady load, the fault, recovery under load.
+const (
+	steady  = 2 * time.Second
+	fault   = 4 * time.Second
+	recover = 2 * time.Second
+	// flushLimit bounds each final flush and the wait for the receiver.
+	flushLimit = 40 * time.Second
+)
+
+// rate is spans per second per scenario. Scenarios run two at a time (the
+// default -parallel on 2 cores); under the race detector the SDK and the
+// receiver are several times slower, so the rate is lower.
+func rate() int {
+	if raceEnabled {
+		return 500
+	}
+	return 1000
+}
+
+func init() {
+	// The SDK's default handler would print every failed export of the
+	// relay scenarios' plain exporter retries; they are counted instead.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+}
+
+type faultKind struct {
+	name string
+	mode otlptest.Mode
+	// hits: the fault must show in the transport's counts (retries or
+	// spooled exports).
+	hits bool
+	// maxDups overrides the duplicate bound of checkCounts (0: a tenth).
+	maxDups int
+}
+
+var libraryFaults = []faultKind{
+	{"refuse", otlptest.Refuse, true, 0},
+	{"reset", otlptest.Reset, true, 0},
+	{"blackhole", otlptest.Blackhole, true, 0},
+	{"429-retry-after-1", otlptest.HTTPStatus(http.StatusTooManyRequests, "1"), true, 0},
+	{"503", otlptest.HTTPStatus(http.StatusServiceUnavailable, ""), true, 0},
+	{"500", otlptest.HTTPStatus(http.StatusInternalServerError, ""), true, 0},
+	// Longer than the transport's 500 ms hold: exports are stored as
+	// claimed while the slow attempt goes on. At the switch back to Pass
+	// the proxy closes every connection, so the exports in flight (each
+	// already received by the Collector, its answer held back) fail and
+	// are sent again from the spool: at least once means one duplicate
+	// per export in flight, up to 1.5 s of batches (512 spans each, one
+	// every 0.5 s at 1,000 spans/s) plus one.
+	{"latency-1500ms", otlptest.Latency(1500 * time.Millisecond), true, 4 * 512},
+}
+
+// TestLibraryFaults: TracerProvider (default BatchSpanProcessor) →
+// otlptracehttp with the transport's client → fault proxy → Collector
+// receiver, each fault kind alone for 4 s in the middle of an 8 s run.
+func TestLibraryFaults(t *testing.T) {
+	for _, k := range libraryFaults {
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			r := scenario(t, "library/"+k.name)
+			p := newLibraryPipe(t, k.name, "")
+			schedule := []step{{steady, k.mode}, {steady + fault, otlptest.Pass}}
+			p.maxDups = k.maxDups
+			p.run(t, r, steady+fault+recover, schedule)
+			if k.hits {
+				if st := p.rt.Stats(); st.Retried == 0 && st.Spooled == 0 {
+					t.Errorf("the transport saw no failure: the fault did not hit the exports")
+				}
+			}
+		})
+	}
+}
+
+// TestLibraryFlapping: the collector goes down and up every 2 s for 20 s
+// (the issue asks for 60 s; 20 s keeps the suite within its time budget),
+// down alternately as refused connections and as 503s.
+func TestLibraryFlapping(t *testing.T) {
+	t.Parallel()
+	r := scenario(t, flappingScenario)
+	p := newLibraryPipe(t, "flapping", "")
+	const period, total = 2 * time.Second, 20 * time.Second
+	var schedule []step
+	downs := []otlptest.Mode{otlptest.Refuse, otlptest.HTTPStatus(http.StatusServiceUnavailable, "")}
+	for i, at := 0, period; at < total; i, at = i+1, at+period {
+		m := otlptest.Pass
+		if i%2 == 0 {
+			m = downs[(i/2)%len(downs)]
+		}
+		schedule = append(schedule, step{at, m})
+	}
+	schedule = append(schedule, step{total, otlptest.Pass})
+	p.run(t, r, total+recover, schedule)
+	if st := p.rt.Stats(); st.Spooled == 0 {
+		t.Errorf("nothing was spooled: the flapping did not hit the exports")
+	}
+}
+
+const flappingScenario = "library/flapping-2s-20s"
+
+// step switches the proxy to mode at an offset from the start of the load.
+type step struct {
+	at   time.Duration
+	mode otlptest.Mode
+}
+
+// libraryPipe is TracerProvider → counting exporter → otlptracehttp with
+// the transport's client → fault proxy → Collector receiver.
+type libraryPipe struct {
+	name  string
+	sink  *sink
+	proxy *otlptest.Proxy
+	rt    *otlpretry.Transport
+	exp   *countingExporter
+	tp    *sdktrace.TracerProvider
+	// maxDups overrides the duplicate bound of checkCounts (0: a tenth).
+	maxDups int
+}
+
+// newLibraryPipe builds the pipe; dir is the spool folder ("" for a new
+// temporary one), headers name, value pairs for otlptracehttp.WithHeaders.
+func newLibraryPipe(t *testing.T, name, dir string, headers ...string) *libraryPipe {
+	t.Helper()
+	ctx := context.Background()
+	p := &libraryPipe{name: name}
+	p.sink = startSink(t)
+	p.proxy = otlptest.StartProxy(t, p.sink.url)
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	p.rt = newTransport(t, name, dir)
+	opts := []otlptracehttp.Option{
+		otlptracehttp.WithEndpointURL(p.proxy.URL() + "/v1/traces"),
+		otlptracehttp.WithHTTPClient(p.rt.Client()),
+	}
+	if len(headers) > 0 {
+		h := map[string]string{}
+		for i := 0; i+1 < len(headers); i += 2 {
+			h[headers[i]] = headers[i+1]
+		}
+		opts = append(opts, otlptracehttp.WithHeaders(h))
+	}
+	exp, err := otlptracehttp.New(ctx, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.exp = &countingExporter{SpanExporter: exp}
+	p.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(p.exp))
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.tp.Shutdown(sctx)
+	})
+	return p
+}
+
+// run produces spans for d while schedule drives the proxy, flushes the
+// SDK and the transport, fills r and checks the counts: every span
+// acknowledged to the SDK, none lost, no export dropped, few duplicates.
+// during, if set, runs at the end of the last fault step, before recovery.
+func (p *libraryPipe) run(t *testing.T, r *row, d time.Duration, schedule []step, during ...func()) {
+	t.Helper()
+	ctx := context.Background()
+	stopSampling := sampleBacklog(func() int { return p.rt.Stats().Records }, r)
+
+	var produced *otlptest.Produced
+	loadDone := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(loadDone)
+		produced = otlptest.SpanLoad{Rate: rate(), Duration: d}.Run(ctx, p.tp)
+	}()
+	for i, s := range schedule {
+		time.Sleep(time.Until(start.Add(s.at)))
+		if i == len(schedule)-1 {
+			for _, f := range during {
+				f()
+			}
+		}
+		if err := p.proxy.SetMode(s.mode); err != nil {
+			t.Errorf("SetMode(%v): %v", s.mode, err)
+		}
+	}
+	<-loadDone
+
+	fctx, cancel := context.WithTimeout(ctx, flushLimit)
+	defer cancel()
+	if err := p.tp.ForceFlush(fctx); err != nil {
+		t.Errorf("TracerProvider.ForceFlush: %v", err)
+	}
+	if err := p.rt.ForceFlush(fctx); err != nil {
+		t.Errorf("Transport.ForceFlush: %v", err)
+	}
+	stopSampling()
+
+	ids := produced.IDs()
+	received, dups := p.sink.spanCounts()
+	acked, _ := p.exp.counts()
+	st := p.rt.Stats()
+	r.set(func(r *row) {
+		r.counted = true
+		r.produced, r.acked, r.received, r.dups = len(ids), acked, received, dups
+		r.lost = p.sink.missing(ids)
+	})
+	t.Logf("produced=%d acked=%d received=%d lost=%d dups=%d backlog=%d; transport direct=%d spooled=%d delivered=%d retried=%d dropped=%d records=%d",
+		r.produced, r.acked, r.received, r.lost, r.dups, r.backlog,
+		st.Direct, st.Spooled, st.Delivered, st.Retried, st.Dropped.Total(), st.Records)
+	checkCounts(t, r, p.maxDups)
+	if st.Dropped.Total() != 0 {
+		t.Errorf("the transport dropped %d exports: %+v", st.Dropped.Total(), st.Dropped)
+	}
+	if st.Records != 0 {
+		t.Errorf("%d exports still in the spool after ForceFlush", st.Records)
+	}
+}
+
+// checkCounts asserts what every counted scenario must show. Delivery is
+// at least once: an export in flight when a fault starts or ends may
+// arrive twice (one batch is 512 spans). Unless maxDups says otherwise,
+// over a tenth of the run would mean resends without cause.
+func checkCounts(t *testing.T, r *row, maxDups int) {
+	t.Helper()
+	if r.produced == 0 {
+		t.Fatalf("no span produced")
+	}
+	if r.acked != r.produced {
+		t.Errorf("%d of %d spans acknowledged to the SDK: the batch processor dropped or failed the rest", r.acked, r.produced)
+	}
+	if r.lost != 0 {
+		t.Errorf("lost %d of %d spans", r.lost, r.produced)
+	}
+	if r.received+r.lost != r.produced {
+		t.Errorf("received %d distinct spans + %d lost != %d produced: spans nobody produced arrived", r.received, r.lost, r.produced)
+	}
+	if maxDups == 0 {
+		maxDups = r.produced / 10
+	}
+	if r.dups > maxDups {
+		t.Errorf("%d duplicate spans, over the %d expected at most of %d", r.dups, maxDups, r.produced)
+	}
+}
+
+// sampleBacklog records the largest backlog seen every 50 ms until the
+// returned stop is called.
+func sampleBacklog(records func() int, r *row) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			n := records()
+			r.set(func(r *row) { r.backlog = max(r.backlog, n) })
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// countingExporter sits between the batch processor and the OTLP exporter
+// and counts the spans whose export returned success to the SDK.
+type countingExporter struct {
+	sdktrace.SpanExporter
+	acked, failed atomic.Int64
+}
+
+func (c *countingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := c.SpanExporter.ExportSpans(ctx, spans)
+	if err != nil {
+		c.failed.Add(int64(len(spans)))
+	} else {
+		c.acked.Add(int64(len(spans)))
+	}
+	return err
+}
+
+func (c *countingExporter) counts() (acked, failed int) {
+	return int(c.acked.Load()), int(c.failed.Load())
+}
+
+// newTransport is a Transport with every default but the folder and the
+// adopt wait (nothing is adopted from an earlier process here), logging to
+// the test.
+func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
+	t.Helper()
+	rt, err := otlpretry.New(
+		otlpretry.WithDir(dir),
+		otlpretry.WithAdoptWait(0),
+		otlpretry.WithLogger(testLogger(t, name)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rt.Shutdown(ctx); err != nil {
+			t.Errorf("%s: Shutdown: %v", name, err)
+		}
+	})
+	return rt
+}
+
+// testLogger writes to t.Log until the test's cleanups are over; a late
+// line from a background goroutine is dropped rather than panicking.
+func testLogger(t *testing.T, name string) *slog.Logger {
+	w := &logWriter{t: t, prefix: name + ": "}
+	t.Cleanup(w.stop) // registered first, so it runs after the Shutdown
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+type logWriter struct {
+	t       *testing.T
+	prefix  string
+	mu      sync.Mutex
+	stopped bool
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.t.Log(w.prefix + strings.TrimSuffix(string(b), "\n"))
+	}
+	return len(b), nil
+}
+
+func (w *logWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+}

@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// relayBin is the otlpretry binary, built once by TestMain from the working
+// tree (with the race detector when the tests have it).
+var relayBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "otlpretry-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	relayBin = filepath.Join(dir, "otlpretry")
+	args := []string{"build", "-o", relayBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "./cmd/otlpretry")...)
+	build.Dir = ".." // the root module: the working tree under test
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building otlpretry:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	passed, failed, skipped := printTable(os.Stdout)
+	if skipped > 0 {
+		fmt.Printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	} else {
+		fmt.Printf("%d passed, %d failed\n", passed, failed)
+	}
+	os.Exit(code)
+}
+
+// row is one scenario's line in the table TestMain prints.
+type row struct {
+	scenario string
+	counted  bool // the counts apply (not for checks without load)
+	produced int  // spans ended in the SDK
+	acked    int  // spans whose export the producer saw succeed
+	received int  // distinct spans the Collector's receiver accepted
+	lost     int  // produced, never received
+	dups     int  // received more than once
+	backlog  int  // longest backlog, in exports on disk
+	took     time.Duration
+	state    string // pass, FAIL, skip
+}
+
+var (
+	rowsMu sync.Mutex
+	rows   []*row
+)
+
+// scenario registers t as a scenario of the table; its state is taken when
+// the test ends.
+func scenario(t *testing.T, name string) *row {
+	r := &row{scenario: name}
+	start := time.Now()
+	rowsMu.Lock()
+	rows = append(rows, r)
+	rowsMu.Unlock()
+	t.Cleanup(func() {
+		rowsMu.Lock()
+		defer rowsMu.Unlock()
+		r.took = time.Since(start)
+		switch {
+		case t.Failed():
+			r.state = "FAIL"
+		case t.Skipped():
+			r.state = "skip"
+		default:
+			r.state = "pass"
+		}
+	})
+	return r
+}
+
+func (r *row) set(f func(r *row)) {
+	rowsMu.Lock()
+	defer rowsMu.Unlock()
+	f(r)
+}
+
+func printTable(w *os.File) (passed, failed, skipped int) {
+	rowsMu.Lock()
+	defer rowsMu.Unlock()
+	if len(rows) == 0 {
+		return 0, 0, 0
+	}
+	slices.SortStableFunc(rows, func(a, b *row) int { return rank(a.scenario) - rank(b.scenario) })
+	fmt.Fprintln(w, "\ne2e against the OpenTelemetry Collector OTLP receiver (spans; backlog: most exports on disk at once)")
+	fmt.Fprintf(w, "%-26s %8s %8s %8s %6s %6s %8s %7s %s\n",
+		"scenario", "produced", "acked", "received", "lost", "dups", "backlog", "took", "result")
+	for _, r := range rows {
+		if r.counted {
+			fmt.Fprintf(w, "%-26s %8d %8d %8d %6d %6d %8d %7s %s\n",
+				r.scenario, r.produced, r.acked, r.received, r.lost, r.dups, r.backlog, r.took.Round(100*time.Millisecond), r.state)
+		} else {
+			fmt.Fprintf(w, "%-26s %8s %8s %8s %6s %6s %8s %7s %s\n",
+				r.scenario, "-", "-", "-", "-", "-", "-", r.took.Round(100*time.Millisecond), r.state)
+		}
+		switch r.state {
+		case "pass":
+			passed++
+		case "skip":
+			skipped++
+		default:
+			failed++
+		}
+	}
+	return passed, failed, skipped
+}
+
+// rank orders the table as the scenarios are listed in the issue: the
+// library's fault kinds, the relay's, flapping, security.
+func rank(scenario string) int {
+	var order []string
+	for _, k := range libraryFaults {
+		order = append(order, "library/"+k.name)
+	}
+	for _, k := range relayFaults {
+		order = append(order, "relay/"+k.name)
+	}
+	order = append(order, flappingScenario, "security/spool", "security/relay-loopback")
+	if i := slices.Index(order, scenario); i >= 0 {
+		return i
+	}
+	return len(order)
+}
