@@ -2,7 +2,6 @@ package otlpretry
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,13 +76,3 @@ func readLimited(r io.Reader) ([]byte, error) {
 	}
 	return data, nil
 }
-
-// detachedContext carries a request's values (trace context, httptrace
-// hooks) but ends only with the transport, so that attempts outlive the
-// exporter's call and stop at Shutdown.
-type detachedContext struct {
-	context.Context                 // the transport's
-	values          context.Context // the request's
-}
-
-func (c detachedContext) Value(key any) any { return c.values.Value(key) }
