@@ -4,7 +4,7 @@ package otlpretry_test
 
 // Benchmarks of the Transport, each measured beside its baseline in the
 // same run. Results, commands and the targets they are checked against:
-// docs/BENCHMARKS-transport.md.
+// docs/BENCHMARKS.md (Transport).
 //
 //   - BenchmarkRoundTrip: happy-path cost of the Transport over a bare
 //     http.Transport, 64 KiB exports to a minimal loopback server.

@@ -6,7 +6,7 @@ package otlpretry_test
 //
 //	OTLPRETRY_BENCH_RECOVERY=1 go test -run '^TestRecovery$' -v -parallel 3 -timeout 10m .
 //
-// Results and targets: docs/BENCHMARKS-transport.md.
+// Results and targets: docs/BENCHMARKS.md (Transport).
 
 import (
 	"context"
