@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -301,7 +300,7 @@ func e2eTransport(t *testing.T, name string) *otlpretry.Transport {
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(t.TempDir()),
 		otlpretry.WithAdoptWait(0),
-		otlpretry.WithLogger(e2eLogger(t, name)),
+		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -314,36 +313,6 @@ func e2eTransport(t *testing.T, name string) *otlpretry.Transport {
 		}
 	})
 	return rt
-}
-
-// e2eLogger writes to t.Log until the test's cleanups are over; a late
-// line from a background goroutine is dropped rather than panicking.
-func e2eLogger(t *testing.T, name string) *slog.Logger {
-	w := &e2eLogWriter{t: t, prefix: name + ": "}
-	t.Cleanup(w.stop) // registered first, so it runs after the Shutdown
-	return slog.New(slog.NewTextHandler(w, nil))
-}
-
-type e2eLogWriter struct {
-	t       *testing.T
-	prefix  string
-	mu      sync.Mutex
-	stopped bool
-}
-
-func (w *e2eLogWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.stopped {
-		w.t.Log(w.prefix + strings.TrimSuffix(string(b), "\n"))
-	}
-	return len(b), nil
-}
-
-func (w *e2eLogWriter) stop() {
-	w.mu.Lock()
-	w.stopped = true
-	w.mu.Unlock()
 }
 
 // TestE2EMetricsAndLogsSurviveRefusedOutage sends metrics (MeterProvider,

@@ -98,7 +98,7 @@ func TestRestartDeliversWhatAKilledProcessSpooled(t *testing.T) {
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
 		otlpretry.WithHeaders(http.Header{"X-Restart-Test": {"next run"}}),
-		otlpretry.WithLogger(e2eLogger(t, "next run")),
+		otlpretry.WithLogger(otlptest.Logger(t, "next run")),
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,6 +132,8 @@ type libraryPipe struct {
 	tp    *sdktrace.TracerProvider
 	// maxDups overrides the duplicate bound of checkCounts (0: a tenth).
 	maxDups int
+	// rate overrides rate() (spans per second; 0: rate()).
+	rate int
 }
 
 // newLibraryPipe builds the pipe; dir is the spool folder ("" for a new
@@ -187,7 +187,11 @@ func (p *libraryPipe) run(t *testing.T, r *row, d time.Duration, schedule []step
 	start := time.Now()
 	go func() {
 		defer close(loadDone)
-		produced = otlptest.SpanLoad{Rate: rate(), Duration: d}.Run(ctx, p.tp)
+		n := rate()
+		if p.rate > 0 {
+			n = p.rate
+		}
+		produced = otlptest.SpanLoad{Rate: n, Duration: d}.Run(ctx, p.tp)
 	}()
 	for i, s := range schedule {
 		time.Sleep(time.Until(start.Add(s.at)))
@@ -309,7 +313,7 @@ func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
 		otlpretry.WithAdoptWait(0),
-		otlpretry.WithLogger(testLogger(t, name)),
+		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -322,34 +326,4 @@ func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
 		}
 	})
 	return rt
-}
-
-// testLogger writes to t.Log until the test's cleanups are over; a late
-// line from a background goroutine is dropped rather than panicking.
-func testLogger(t *testing.T, name string) *slog.Logger {
-	w := &logWriter{t: t, prefix: name + ": "}
-	t.Cleanup(w.stop) // registered first, so it runs after the Shutdown
-	return slog.New(slog.NewTextHandler(w, nil))
-}
-
-type logWriter struct {
-	t       *testing.T
-	prefix  string
-	mu      sync.Mutex
-	stopped bool
-}
-
-func (w *logWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.stopped {
-		w.t.Log(w.prefix + strings.TrimSuffix(string(b), "\n"))
-	}
-	return len(b), nil
-}
-
-func (w *logWriter) stop() {
-	w.mu.Lock()
-	w.stopped = true
-	w.mu.Unlock()
 }
