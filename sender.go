@@ -27,6 +27,7 @@ type sender struct {
 	started   chan struct{} // closed by start
 	wakeCh    chan struct{} // new work in the spool
 	reachCh   chan struct{} // the direct path got an answer from the endpoint
+	hurryCh   chan struct{} // a flush asks not to wait for credentials
 	flushCh   chan chan struct{}
 	quit      chan struct{}
 	done      chan struct{}
@@ -59,6 +60,7 @@ func newSender(t *Transport) *sender {
 		started: make(chan struct{}),
 		wakeCh:  make(chan struct{}, 1),
 		reachCh: make(chan struct{}, 1),
+		hurryCh: make(chan struct{}, 1),
 		flushCh: make(chan chan struct{}),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -105,6 +107,7 @@ func (s *sender) stop(ctx context.Context) error {
 // backoff wait short.
 func (s *sender) flushed(ctx context.Context) (<-chan struct{}, error) {
 	s.start()
+	signal(s.hurryCh)
 	ch := make(chan struct{})
 	select {
 	case s.flushCh <- ch:
@@ -303,8 +306,9 @@ func (s *sender) run() {
 }
 
 // waitForCredentials holds exports left by an earlier process until this
-// process has made a live request (whose headers they borrow) or the adopt
-// wait is over. It reports false when stopped meanwhile.
+// process has made a live request (whose headers they borrow), the adopt
+// wait is over, or a flush asks for them now. It reports false when
+// stopped meanwhile.
 func (s *sender) waitForCredentials() bool {
 	cfg := s.t.cfg
 	if cfg.headers != nil || cfg.adoptWait <= 0 {
@@ -316,6 +320,8 @@ func (s *sender) waitForCredentials() bool {
 	case <-s.t.endpoints.seen:
 		return true
 	case <-timer.Chan():
+		return true
+	case <-s.hurryCh:
 		return true
 	case <-s.quit:
 		return false

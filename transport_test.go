@@ -781,3 +781,32 @@ func TestBusyServerProbedDuringLongWaits(t *testing.T) {
 		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))
 	}
 }
+
+// TestForceFlushEndsTheAdoptWait: exports left by an earlier process wait
+// for a live request's credentials, but an explicit flush sends them now.
+func TestForceFlushEndsTheAdoptWait(t *testing.T) {
+	h := newHarness(t, WithImmediateRetryDelay(-1))
+	h.coll.Stop()
+	resp, keys, err := h.export(3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := h.rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.coll.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rt2, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)), WithAdoptWait(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt2.Shutdown(context.Background())
+	if err := rt2.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("ForceFlush waited out the adopt wait: %v", err)
+	}
+	if h.coll.Spans() != len(keys) {
+		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))
+	}
+}
