@@ -2,6 +2,7 @@ package otlpretry
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,4 +76,23 @@ func readLimited(r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("%w: body over %d bytes", spool.ErrTooLarge, spool.MaxBodySize)
 	}
 	return data, nil
+}
+
+// detachedContext lets attempts outlive the exporter's call: it ends only
+// with the transport (Shutdown), yet carries the request's values (trace
+// context, httptrace hooks). Value answers from the transport's context
+// first, which holds no values of its own but names itself as the
+// enclosing cancel context; so the context package registers each attempt
+// as an ordinary child of it, with no watcher goroutine, and every other
+// key falls through to the request.
+type detachedContext struct {
+	context.Context                 // the transport's
+	values          context.Context // the request's
+}
+
+func (c detachedContext) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
 }

@@ -123,18 +123,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	// The attempts run detached from the exporter's call, so that the call
 	// can be answered when the hold is over, whatever the endpoint does.
-	//
-	// The attempts keep the request's values (trace context, httptrace
-	// hooks) but end only at Shutdown. Built from standard contexts, not
-	// a custom type: for those the context package would start a goroutine
-	// per attempt to watch the parent.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(req.Context()))
-	stop := context.AfterFunc(t.sender.ctx, cancel)
 	results := make(chan directResult, 1)
 	go func() {
-		defer cancel()
-		defer stop()
-		r := t.tryDirect(ctx, req, p, signal)
+		r := t.tryDirect(detachedContext{t.sender.ctx, req.Context()}, req, p, signal)
 		closeOriginal(req)
 		results <- r
 	}()
