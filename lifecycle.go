@@ -50,6 +50,9 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 			stopErr = errors.Join(stopErr, err)
 		}
 		closeErr := t.spool.Close()
+		if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok && t.cfg.ownNext {
+			ci.CloseIdleConnections()
+		}
 		if t.metricsReg != nil {
 			_ = t.metricsReg.Unregister()
 		}

@@ -39,6 +39,7 @@ const (
 
 type config struct {
 	next                http.RoundTripper
+	ownNext             bool // next was made here, so Shutdown may close its idle connections
 	dir                 string
 	spoolOpts           []spool.Option
 	maxBytes            int64
@@ -268,7 +269,7 @@ func newConfig(opts []Option) (*config, error) {
 		// sends in flight while draining, which would then reconnect for
 		// every request.
 		tr.MaxIdleConnsPerHost = max(16, 2*c.concurrency)
-		c.next = tr
+		c.next, c.ownNext = tr, true
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
