@@ -7,11 +7,14 @@
 // a length and CRC-32C checksums. The attempt count lives in the file name,
 // so that releasing a record after a failed attempt is one rename.
 //
-// Operations: Put stores a record; Claim hands out the oldest waiting
+// Operations: Put stores a record; PutClaimed stores one already claimed
+// by the caller, who is sending it now; Claim hands out the oldest waiting
 // records to one sender; Ack deletes a delivered record; Release puts it
 // back in line; Quarantine sets it aside with the reason, in a bounded
 // dead-letter folder, for records the server refused or that cannot be
 // read; Stats reports what is held and what was dropped, by reason.
+// ParseRecordName and ReadRecordMeta read a folder without opening it, for
+// tools that report on a spool another process is using.
 //
 // # What a stored record survives
 //
