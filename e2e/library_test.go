@@ -94,9 +94,14 @@ func TestLibraryFaults(t *testing.T) {
 // down alternately as refused connections and as 503s.
 func TestLibraryFlapping(t *testing.T) {
 	t.Parallel()
-	r := scenario(t, flappingScenario)
+	runLibraryFlapping(t, flappingScenario, 20*time.Second)
+}
+
+// runLibraryFlapping runs the flapping scenario for total.
+func runLibraryFlapping(t *testing.T, name string, total time.Duration) {
+	r := scenario(t, name)
 	p := newLibraryPipe(t, "flapping", "")
-	const period, total = 2 * time.Second, 20 * time.Second
+	const period = 2 * time.Second
 	var schedule []step
 	downs := []otlptest.Mode{otlptest.Refuse, otlptest.HTTPStatus(http.StatusServiceUnavailable, "")}
 	for i, at := 0, period; at < total; i, at = i+1, at+period {
@@ -132,8 +137,6 @@ type libraryPipe struct {
 	tp    *sdktrace.TracerProvider
 	// maxDups overrides the duplicate bound of checkCounts (0: a tenth).
 	maxDups int
-	// rate overrides rate() (spans per second; 0: rate()).
-	rate int
 }
 
 // newLibraryPipe builds the pipe; dir is the spool folder ("" for a new
@@ -187,11 +190,7 @@ func (p *libraryPipe) run(t *testing.T, r *row, d time.Duration, schedule []step
 	start := time.Now()
 	go func() {
 		defer close(loadDone)
-		n := rate()
-		if p.rate > 0 {
-			n = p.rate
-		}
-		produced = otlptest.SpanLoad{Rate: n, Duration: d}.Run(ctx, p.tp)
+		produced = otlptest.SpanLoad{Rate: rate(), Duration: d}.Run(ctx, p.tp)
 	}()
 	for i, s := range schedule {
 		time.Sleep(time.Until(start.Add(s.at)))

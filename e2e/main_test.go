@@ -134,7 +134,11 @@ func rank(scenario string) int {
 	for _, k := range relayFaults {
 		order = append(order, "relay/"+k.name)
 	}
-	order = append(order, flappingScenario, "security/spool", "security/relay-loopback")
+	order = append(order, flappingScenario, "library/flapping-2s-60s",
+		"relay/sigkill-10x-20s", "relay/sigkill-20x-60s",
+		"library/disk-full-outage", "library/corrupt-spool",
+		"library/metrics-refuse", "library/logs-refuse",
+		"security/spool", "security/relay-loopback", "security/read-only-spool")
 	if i := slices.Index(order, scenario); i >= 0 {
 		return i
 	}

@@ -46,9 +46,14 @@ type sink struct {
 	spans       map[spanKey]int
 	spanTotal   int
 	points      map[string]int // metric name, start, time, attributes
+	pointValues map[string]int64
 	pointTotal  int
 	records     map[string]int // body, timestamp
 	recordTotal int
+	// seq, when set (useSeq), counts the spans of seqIDs by sequence
+	// number instead of in spans: a fixed footprint for the soak.
+	seq      []uint8
+	seqTotal int
 	// auth counts the span exports by the Authorization header they came
 	// with.
 	auth map[string]int
@@ -58,7 +63,7 @@ type sink struct {
 // 127.0.0.1 and shuts it down at the end of the test.
 func startSink(t *testing.T) *sink {
 	t.Helper()
-	s := &sink{spans: map[spanKey]int{}, points: map[string]int{}, records: map[string]int{}, auth: map[string]int{}}
+	s := &sink{spans: map[spanKey]int{}, points: map[string]int{}, pointValues: map[string]int64{}, records: map[string]int{}, auth: map[string]int{}}
 	traces, err := consumer.NewTraces(s.consumeTraces)
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +161,13 @@ func (s *sink) consumeTraces(ctx context.Context, td ptrace.Traces) error {
 				sp := spans.At(k)
 				var key spanKey
 				tid, sid := sp.TraceID(), sp.SpanID()
+				if n, ok := seqOf(tid); ok && s.seq != nil {
+					if n < uint64(len(s.seq)) && s.seq[n] < 255 {
+						s.seq[n]++
+					}
+					s.seqTotal++
+					continue
+				}
 				copy(key[:16], tid[:])
 				copy(key[16:], sid[:])
 				s.spans[key]++
@@ -190,6 +202,7 @@ func (s *sink) consumeMetrics(_ context.Context, md pmetric.Metrics) error {
 					dp := dps.At(l)
 					key := fmt.Sprintf("%s/%d/%d/%v", m.Name(), dp.StartTimestamp(), dp.Timestamp(), dp.Attributes().AsRaw())
 					s.points[key]++
+					s.pointValues[key] = dp.IntValue()
 					s.pointTotal++
 				}
 			}
@@ -241,6 +254,18 @@ func (s *sink) pointCounts() (distinct, dups int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.points), s.pointTotal - len(s.points)
+}
+
+// pointSum adds up the integer values of the distinct data points: with
+// delta temporality, every increment counted once.
+func (s *sink) pointSum() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, v := range s.pointValues {
+		n += v
+	}
+	return n
 }
 
 func (s *sink) recordCounts() (distinct, dups int) {
