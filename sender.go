@@ -357,7 +357,7 @@ func (s *sender) deliver(rec *spool.Record, epoch uint64, results chan<- result)
 	case out == rejected:
 		settleErr = t.spool.Quarantine(rec.ID, detail)
 		t.counters.quarantined.Add(1)
-		if ok, held := t.rejectLimt.allow(); ok {
+		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
 				"answer", detail, "dir", t.spool.Dir(), "similar_since_last", held)
 		}

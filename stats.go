@@ -42,7 +42,8 @@ type Drops struct {
 	Disk uint64
 	// Expired: older than the maximum age. Corrupt: unreadable on disk.
 	Expired, Corrupt uint64
-	// TooLarge: over the spool's size limits.
+	// TooLarge: over the spool's size limits, or a body that could not be
+	// read again to be stored.
 	TooLarge uint64
 	// Closed: arrived while shutting down.
 	Closed uint64
@@ -56,6 +57,9 @@ func (d Drops) Total() uint64 {
 type counters struct {
 	direct, spooled, delivered, retried, rejected, quarantined atomic.Uint64
 	dropDisk, dropClosed                                       atomic.Uint64
+	// dropUnstorable: a body over the spool's limit or unreadable, which
+	// the spool never saw and so did not count.
+	dropUnstorable atomic.Uint64
 }
 
 // countDrop counts a failed Put whose reason the spool does not count
@@ -90,7 +94,7 @@ func (t *Transport) Stats() Stats {
 			Disk:     t.counters.dropDisk.Load(),
 			Expired:  sp.Dropped.Expired,
 			Corrupt:  sp.Dropped.Corrupt,
-			TooLarge: sp.Dropped.TooLarge,
+			TooLarge: sp.Dropped.TooLarge + t.counters.dropUnstorable.Load(),
 			Closed:   t.counters.dropClosed.Load(),
 		},
 	}

@@ -38,10 +38,10 @@ type Transport struct {
 	detached     atomic.Int64
 	detachedDone chan struct{} // a value after each detached attempt ends
 
-	counters   counters
-	warnLimit  logLimiter // "Currently retrying ..."
-	dropLimit  logLimiter // "... dropping an export"
-	rejectLimt logLimiter // non-retryable answers
+	counters    counters
+	warnLimit   logLimiter // "Currently retrying ..."
+	dropLimit   logLimiter // "... dropping an export"
+	rejectLimit logLimiter // non-retryable answers
 
 	shutdownOnce sync.Once
 	metricsReg   metric.Registration
@@ -76,7 +76,7 @@ func New(opts ...Option) (*Transport, error) {
 		created:      cfg.clock.Now(),
 		warnLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		rejectLimt:   logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
 	}
 	t.sender = newSender(t)
@@ -233,7 +233,7 @@ func (t *Transport) settleDetached(req *http.Request, rec *spool.Record, results
 		detail := describe(r.resp, r.out)
 		err = t.spool.Quarantine(rec.ID, detail)
 		t.counters.rejected.Add(1)
-		if ok, held := t.rejectLimt.allow(); ok {
+		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is quarantined",
 				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
 		}
@@ -283,7 +283,7 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 	case rejected:
 		t.counters.rejected.Add(1)
 		t.sender.reachable()
-		if ok, held := t.rejectLimt.allow(); ok {
+		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is not retried",
 				"url", redactedURL(req), "status", resp.StatusCode, "similar_since_last", held)
 		}
@@ -295,11 +295,13 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 // have on success, so that the exporter neither retries nor drops it.
 func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, why string) (*http.Response, error) {
 	data, err := p.bytes()
-	if err == nil {
-		err = t.spool.Put(newRecord(req, data, signal))
+	if err != nil {
+		// The spool never saw this export, so it counted nothing.
+		t.counters.dropUnstorable.Add(1)
+	} else if err = t.spool.Put(newRecord(req, data, signal)); err != nil {
+		t.counters.countDrop(err)
 	}
 	if err != nil {
-		t.counters.countDrop(err)
 		st := t.spool.Stats()
 		if ok, held := t.dropLimit.allow(); ok {
 			t.cfg.logger.Error(fmt.Sprintf("otlpretry: Already retrying %d failed export(s) (%d bytes), dropping an export", st.Records, st.Bytes),

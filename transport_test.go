@@ -810,3 +810,20 @@ func TestForceFlushEndsTheAdoptWait(t *testing.T) {
 		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))
 	}
 }
+
+// TestUnstorableExportIsCountedAsDropped: a body that cannot be read again
+// for the spool never reaches it, so the transport counts the drop itself.
+func TestUnstorableExportIsCountedAsDropped(t *testing.T) {
+	h := newHarness(t, WithImmediateRetryDelay(-1), WithMaxHold(0))
+	h.coll.Stop()
+	req, _ := http.NewRequest(http.MethodPost, h.coll.Endpoint(otlptest.Traces), strings.NewReader("x"))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("buffer gone") }
+	_, err := h.rt.RoundTrip(req)
+	if err == nil || !strings.Contains(err.Error(), "dropping an export") {
+		t.Fatalf("got %v, want a dropped export", err)
+	}
+	if st := h.rt.Stats(); st.Dropped.TooLarge != 1 || st.Dropped.Total() != 1 || st.Records != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

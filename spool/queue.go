@@ -20,3 +20,4 @@ func (q *queue) Pop() any {
 func (q *queue) push(e entry) { heap.Push(q, e) }
 func (q *queue) pop() entry   { return heap.Pop(q).(entry) }
 func (q queue) peek() entry   { return q[0] }
+func heapify(q *queue)        { heap.Init(q) }

@@ -1,9 +1,6 @@
 package spool
 
-import (
-	"container/heap"
-	"time"
-)
+import "time"
 
 // Stats is a snapshot of a spool, as this process sees it.
 type Stats struct {
@@ -71,5 +68,3 @@ func (s *Spool) Stats() Stats {
 	}
 	return st
 }
-
-func heapify(q *queue) { heap.Init(q) }

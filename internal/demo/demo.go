@@ -392,7 +392,6 @@ func (s *sdk) shutdown(ctx context.Context) error {
 type eventHandler struct {
 	d     *display
 	start time.Time
-	attrs []slog.Attr
 }
 
 func (h *eventHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
