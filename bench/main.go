@@ -1,0 +1,234 @@
+// Command bench runs otlpretry side by side with the OTel Go exporter and
+// the OpenTelemetry Collector's persistent queue, on the same workload, and
+// writes a markdown table and PNG plots of what each delivered, lost and
+// cost.
+//
+//	GOWORK=off go -C bench run .             # the full run, about 25 minutes
+//	GOWORK=off go -C bench run . -quick      # every scenario in miniature, about 2 minutes
+//
+// Results go to bench/results (-out, relative to bench/). Systems:
+//
+//	A      the OTel Go SDK (TracerProvider, BatchSpanProcessor, otlptracehttp), plain exporter
+//	B      the same SDK with otlptracehttp over otlpretry.Transport
+//	C      the SDK sending to a local Collector (otlpreceiver -> otlp_http exporter with a
+//	       sending_queue on file_storage, retry_on_failure with max_elapsed_time 0)
+//	D      the SDK sending to `otlpretry relay`
+//	limit  the same payloads sent straight to the receiver by an in-memory buffer that
+//	       is told when the endpoint is down and back, posting at the transport's
+//	       concurrency: no layer in between, no disk
+//
+// Each application, the Collector and the relay run as processes of their
+// own, built by the driver at start (the relay from ../cmd/otlpretry with
+// the root module's own go.mod), so that CPU time and peak memory are
+// measured for the process doing the export work. The receiving end is
+// internal/otlptest's Collector, which decodes OTLP and counts unique spans
+// and duplicates, behind an otlptest.Proxy that scripts the outages; one
+// pair per system, all on 127.0.0.1.
+//
+// Scenarios: a steady run; an outage of each kind (refused connections,
+// HTTP 503, blackholed connections) in the middle third of a run; and a
+// backlog of exports built while the endpoint refuses connections, then
+// drained once it is back. In the time-based scenarios the five systems
+// run at the same time, so that a change in machine load hits them alike;
+// backlogs are built and drained one system at a time, since their drains
+// would compete for the CPU.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is one run's settings; defaultConfig has the full run's.
+type config struct {
+	out         string        // results folder
+	work        string        // parent of the run's temporary folder ("" = os.TempDir)
+	keep        bool          // keep the temporary folder (spools, logs, configs)
+	rate        int           // spans per second in the time-based scenarios
+	steady      time.Duration // length of the steady run
+	outage      time.Duration // outage length; the run is three times as long, the outage in its middle third
+	settle      time.Duration // longest wait for delivery once the load has ended
+	backlog     int           // exports in the backlog
+	exportBytes int           // target size of one backlog export
+	batch       int           // spans per backlog export
+	backlogRate int           // exports per second offered while the backlog builds
+	drainLimit  time.Duration // longest wait for a backlog to drain
+	rounds      int           // backlog rounds; the order of systems alternates
+	dropCaches  bool          // sync and drop the kernel's caches before each scenario and backlog lane
+	scenarios   []string
+	systems     []string
+	command     string // the command line, for the report
+}
+
+func defaultConfig() config {
+	return config{
+		out:         "results",
+		rate:        2000,
+		steady:      60 * time.Second,
+		outage:      30 * time.Second,
+		settle:      2 * time.Minute,
+		backlog:     10000,
+		exportBytes: 8 << 10,
+		batch:       8,
+		backlogRate: 1000,
+		drainLimit:  5 * time.Minute,
+		rounds:      2,
+		scenarios:   allScenarios,
+		systems:     allSystems,
+	}
+}
+
+// quick shrinks every duration and the backlog for a smoke run; the rate
+// and the shapes stay the same.
+func (c *config) quick() {
+	c.steady = 3 * time.Second
+	c.outage = 3 * time.Second
+	c.settle = 60 * time.Second
+	c.backlog = 300
+	c.drainLimit = 90 * time.Second
+	c.rounds = 1
+}
+
+var (
+	allScenarios = []string{"steady", "refused", "503", "blackhole", "backlog"}
+	allSystems   = []string{"A", "B", "C", "D", "limit"}
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: GOWORK=off go -C bench run . [flags]\n\nRuns otlpretry side by side with the OTel exporter and the Collector's\npersistent queue and writes results.md, results.json and PNG plots.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	quick := fs.Bool("quick", false, "every scenario in miniature (3 s steady, 3 s outages, 300-export backlog, 1 round)")
+	fs.StringVar(&c.out, "out", c.out, "results folder (relative to bench/ under go -C bench)")
+	fs.StringVar(&c.work, "work", "", "where to make the run's temporary folder (default: the system's)")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary folder: spools, Collector storage, logs")
+	fs.IntVar(&c.rate, "rate", c.rate, "spans per second in the time-based scenarios")
+	fs.DurationVar(&c.steady, "steady", c.steady, "length of the steady run")
+	fs.DurationVar(&c.outage, "outage", c.outage, "outage length; each outage run is 3x this, the outage in its middle third")
+	fs.DurationVar(&c.settle, "settle", c.settle, "longest wait for delivery after the load ends")
+	fs.IntVar(&c.backlog, "backlog", c.backlog, "exports in the backlog")
+	fs.IntVar(&c.exportBytes, "export-bytes", c.exportBytes, "approximate size of one backlog export")
+	fs.IntVar(&c.batch, "batch", c.batch, "spans per backlog export")
+	fs.IntVar(&c.backlogRate, "backlog-rate", c.backlogRate, "exports per second offered while the backlog builds")
+	fs.DurationVar(&c.drainLimit, "drain-limit", c.drainLimit, "longest wait for a backlog to drain")
+	fs.IntVar(&c.rounds, "rounds", c.rounds, "backlog rounds (the order of systems alternates)")
+	fs.BoolVar(&c.dropCaches, "drop-caches", false, "before each scenario and each backlog lane, sync, drop the kernel's caches and wait 5 s (root only; see docs/BENCHMARKS.md, Machine)")
+	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run")
+	sys := fs.String("systems", strings.Join(allSystems, ","), "systems to run")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *quick {
+		q := defaultConfig()
+		q.quick()
+		// Flags given explicitly win over the preset.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["steady"] {
+			c.steady = q.steady
+		}
+		if !set["outage"] {
+			c.outage = q.outage
+		}
+		if !set["settle"] {
+			c.settle = q.settle
+		}
+		if !set["backlog"] {
+			c.backlog = q.backlog
+		}
+		if !set["drain-limit"] {
+			c.drainLimit = q.drainLimit
+		}
+		if !set["rounds"] {
+			c.rounds = q.rounds
+		}
+	}
+	c.scenarios = splitList(*scen)
+	c.systems = splitList(*sys)
+	c.command = "GOWORK=off go -C bench run . " + strings.Join(args, " ")
+	if err := c.validate(); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	if _, err := run(ctx, c, stderr); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "results in %s\n", c.out)
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (c config) validate() error {
+	if runtime.GOOS != "linux" {
+		return errors.New("the benchmark measures processes through /proc: Linux only")
+	}
+	for _, s := range c.scenarios {
+		if !contains(allScenarios, s) {
+			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(allScenarios, ", "))
+		}
+	}
+	for _, s := range c.systems {
+		if !contains(allSystems, s) {
+			return fmt.Errorf("unknown system %q (have %s)", s, strings.Join(allSystems, ", "))
+		}
+	}
+	switch {
+	case len(c.scenarios) == 0 || len(c.systems) == 0:
+		return errors.New("no scenario or no system to run")
+	case c.out == "":
+		return errors.New("-out must not be empty")
+	case c.rate <= 0 || c.backlog <= 0 || c.batch <= 0 || c.backlogRate <= 0 || c.rounds <= 0:
+		return errors.New("-rate, -backlog, -batch, -backlog-rate and -rounds must be positive")
+	case c.steady <= 0 || c.outage <= 0 || c.settle <= 0 || c.drainLimit <= 0:
+		return errors.New("-steady, -outage, -settle and -drain-limit must be positive")
+	case c.exportBytes < 512*c.batch/8 || c.exportBytes > 4<<20:
+		return fmt.Errorf("-export-bytes must be between %d and 4 MiB for %d spans per export", 512*c.batch/8, c.batch)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"image/color"
+	"math"
+	"path/filepath"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// style of each system's line, the same in every plot.
+var lineColor = map[string]color.Color{
+	"A":     color.RGBA{R: 150, G: 150, B: 150, A: 255},
+	"B":     color.RGBA{R: 31, G: 119, B: 180, A: 255},
+	"C":     color.RGBA{R: 255, G: 127, B: 14, A: 255},
+	"D":     color.RGBA{R: 44, G: 160, B: 44, A: 255},
+	"limit": color.Black,
+}
+
+// writePlots draws, into c.out, received spans per second through each
+// time-based scenario (one line per system) and, for the first backlog
+// round, the backlog and the disk it takes over time. It returns the file
+// names written, by scenario.
+func writePlots(c config, rep *report) (map[string][]string, error) {
+	files := map[string][]string{}
+	byScenario := map[string][]*result{}
+	for _, r := range rep.Results {
+		byScenario[r.Scenario] = append(byScenario[r.Scenario], r)
+	}
+	for _, s := range allScenarios {
+		rs := byScenario[s]
+		if len(rs) == 0 {
+			continue
+		}
+		if s == "backlog" {
+			names, err := backlogPlots(c, rs)
+			if err != nil {
+				return nil, err
+			}
+			files[s] = names
+			continue
+		}
+		name := "received-" + s + ".png"
+		if err := receivedPlot(c, s, rs, filepath.Join(c.out, name)); err != nil {
+			return nil, err
+		}
+		files[s] = []string{name}
+	}
+	return files, nil
+}
+
+func newPlot(title, x, y string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = true
+	return p
+}
+
+func addLine(p *plot.Plot, sys string, xys plotter.XYs) error {
+	if len(xys) == 0 {
+		return nil
+	}
+	l, err := plotter.NewLine(xys)
+	if err != nil {
+		return err
+	}
+	l.Color = lineColor[sys]
+	// Where B, D and the limit coincide (they often do), B's wider line
+	// stays visible under D's, and the limit is dashed over both.
+	switch sys {
+	case "B":
+		l.Width = vg.Points(3)
+	case "limit":
+		l.Width = vg.Points(1.2)
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	default:
+		l.Width = vg.Points(1.5)
+	}
+	p.Add(l)
+	p.Legend.Add(systemLabel[sys], l)
+	return nil
+}
+
+// receivedPlot: distinct spans received per second, from the 250 ms
+// samples, in one-second steps.
+func receivedPlot(c config, scenario string, rs []*result, path string) error {
+	title := "Steady load: spans received per second"
+	if scenario != "steady" {
+		title = "Outage (" + outageName[scenario] + "): spans received per second"
+	}
+	p := newPlot(title, "seconds since the load started", "spans received per second")
+	// Headroom above the lines for the legend.
+	top := float64(c.rate)
+	for _, r := range rs {
+		top = max(top, maxRate(r.Series))
+	}
+	top *= 1.45
+	p.Y.Max = top
+	if scenario != "steady" {
+		// The outage, shaded.
+		o := c.outage.Seconds()
+		poly, err := plotter.NewPolygon(plotter.XYs{{X: o, Y: 0}, {X: 2 * o, Y: 0}, {X: 2 * o, Y: top}, {X: o, Y: top}})
+		if err != nil {
+			return err
+		}
+		poly.Color = color.RGBA{R: 255, G: 220, B: 220, A: 255}
+		poly.LineStyle.Width = 0
+		p.Add(poly)
+		p.Legend.Add("outage", poly)
+	}
+	for _, r := range rs {
+		if err := addLine(p, r.System, perSecond(r.Series)); err != nil {
+			return err
+		}
+	}
+	p.Y.Min = 0
+	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// perSecond turns the cumulative received counts into a rate per second,
+// each point at the end of its second.
+func perSecond(ss []sample) plotter.XYs {
+	if len(ss) == 0 {
+		return nil
+	}
+	var xys plotter.XYs
+	last := ss[len(ss)-1].T
+	j := 0
+	prev := int64(0)
+	for sec := 1.0; sec <= math.Floor(last); sec++ {
+		for j+1 < len(ss) && ss[j+1].T <= sec {
+			j++
+		}
+		xys = append(xys, plotter.XY{X: sec, Y: float64(ss[j].Received - prev)})
+		prev = ss[j].Received
+	}
+	return xys
+}
+
+func maxRate(ss []sample) float64 {
+	m := 0.0
+	for _, xy := range perSecond(ss) {
+		m = max(m, xy.Y)
+	}
+	return m
+}
+
+// backlogPlots: for round 1, the spans handed to each layer and not yet
+// received, and the disk the backlog takes, over time, with 0 at the
+// endpoint's return.
+func backlogPlots(c config, rs []*result) ([]string, error) {
+	waiting := newPlot("Backlog: spans exported by the application, not yet received",
+		"seconds since the endpoint came back (negative: building the backlog)", "spans waiting")
+	disk := newPlot("Backlog: bytes on disk", "seconds since the endpoint came back (negative: building the backlog)", "MiB on disk")
+	var maxW, maxD float64
+	for _, r := range rs {
+		if r.Round != 1 || r.System == "A" { // A hands nothing over: its exports fail
+			continue
+		}
+		var w, d plotter.XYs
+		for _, s := range r.Series {
+			x := s.T - r.BackAt
+			w = append(w, plotter.XY{X: x, Y: float64(max(0, s.Handed-s.Received))})
+			maxW = max(maxW, w[len(w)-1].Y)
+			if s.Disk >= 0 && (r.System == "B" || r.System == "C" || r.System == "D") {
+				d = append(d, plotter.XY{X: x, Y: float64(s.Disk) / (1 << 20)})
+				maxD = max(maxD, d[len(d)-1].Y)
+			}
+		}
+		if err := addLine(waiting, r.System, w); err != nil {
+			return nil, err
+		}
+		if err := addLine(disk, r.System, d); err != nil {
+			return nil, err
+		}
+	}
+	waiting.Y.Min, disk.Y.Min = 0, 0
+	waiting.Y.Max, disk.Y.Max = max(1, maxW*1.45), max(1, maxD*1.45)
+	names := []string{"backlog.png", "backlog-disk.png"}
+	if err := waiting.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(c.out, names[0])); err != nil {
+		return nil, err
+	}
+	if err := disk.Save(9*vg.Inch, 4.5*vg.Inch, filepath.Join(c.out, names[1])); err != nil {
+		return nil, err
+	}
+	return names, nil
+}

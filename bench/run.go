@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// report is everything a run measured, as written to results.json.
+type report struct {
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Command  string    `json:"command"`
+	Machine  machine   `json:"machine"`
+	Settings settings  `json:"settings"`
+	Results  []*result `json:"results"`
+	Error    string    `json:"error,omitempty"`
+}
+
+type settings struct {
+	Rate        int     `json:"rate"`
+	Steady      float64 `json:"steady_s"`
+	Outage      float64 `json:"outage_s"`
+	Settle      float64 `json:"settle_s"`
+	Backlog     int     `json:"backlog_exports"`
+	ExportBytes int     `json:"export_bytes"`
+	Batch       int     `json:"batch"`
+	BacklogRate int     `json:"backlog_rate"`
+	Rounds      int     `json:"rounds"`
+}
+
+// run builds the programs, runs the scenarios and writes the results. The
+// temporary folder and every child process are gone when it returns,
+// whether it succeeded, failed or was cancelled. The results of the
+// scenarios that finished are written even when a later one failed.
+func run(ctx context.Context, c config, log io.Writer) (*report, error) {
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(log, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+	}
+	dir, err := os.MkdirTemp(c.work, "otlpretry-bench-")
+	if err != nil {
+		return nil, err
+	}
+	procs := &group{}
+	defer func() {
+		procs.killAll()
+		if c.keep {
+			logf("kept %s", dir)
+			return
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			logf("removing %s: %v", dir, err)
+		}
+	}()
+	bins, err := build(ctx, filepath.Join(dir, "bin"), log)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{cfg: c, bins: bins, dir: dir, procs: procs, log: logf}
+	rep := &report{
+		Started: time.Now().UTC(),
+		Command: c.command,
+		Machine: describeMachine(bins.rootDir),
+		Settings: settings{
+			Rate: c.rate, Steady: c.steady.Seconds(), Outage: c.outage.Seconds(), Settle: c.settle.Seconds(),
+			Backlog: c.backlog, ExportBytes: c.exportBytes, Batch: c.batch, BacklogRate: c.backlogRate, Rounds: c.rounds,
+		},
+	}
+	var runErr error
+	for _, s := range c.scenarios {
+		var rs []*result
+		if s == "backlog" {
+			rs, runErr = e.runBacklog(ctx)
+		} else {
+			rs, runErr = e.runTimed(ctx, s)
+		}
+		if runErr != nil {
+			runErr = fmt.Errorf("scenario %s: %w", s, runErr)
+			break
+		}
+		rep.Results = append(rep.Results, rs...)
+	}
+	rep.Finished = time.Now().UTC()
+	rep.Machine.LoadAtEnd = loadAvg()
+	if runErr != nil {
+		rep.Error = runErr.Error()
+	}
+	if len(rep.Results) == 0 {
+		return rep, runErr
+	}
+	if err := write(c, rep); err != nil {
+		return rep, errors.Join(runErr, err)
+	}
+	return rep, runErr
+}
+
+// write puts results.md, results.json and the plots in c.out.
+func write(c config, rep *report) error {
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.out, "results.json"), js, 0o644); err != nil {
+		return err
+	}
+	plots, err := writePlots(c, rep)
+	if err != nil {
+		return fmt.Errorf("plots: %w", err)
+	}
+	return os.WriteFile(filepath.Join(c.out, "results.md"), []byte(markdown(rep, plots)), 0o644)
+}
