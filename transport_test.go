@@ -358,6 +358,7 @@ func TestHoldAnswersExporterWhileSlowAttemptSucceeds(t *testing.T) {
 	if h.coll.Spans() != 3 || h.coll.SpanDuplicates() != 0 || h.coll.Requests(tracesPath) != 1 {
 		t.Fatalf("spans %d dups %d requests %d", h.coll.Spans(), h.coll.SpanDuplicates(), h.coll.Requests(tracesPath))
 	}
+	h.rt.spool.Flush()
 	if countRecords(t, h.dir) != 0 {
 		t.Fatal("the stored copy of a delivered export is still on disk")
 	}
@@ -687,12 +688,16 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 func countRecords(t *testing.T, dir string) int {
 	t.Helper()
 	n := 0
-	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".rec") && !strings.Contains(path, "quarantine") {
-			n++
+	err := spool.Walk(dir, func(_ spool.StoredRecord, err error) error {
+		if err != nil {
+			t.Errorf("damaged spool: %v", err)
 		}
+		n++
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 

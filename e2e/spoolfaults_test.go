@@ -212,40 +212,39 @@ func TestCorruptSpoolAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pending := filepath.Join(dir, "pending")
-	names, err := os.ReadDir(pending)
-	if err != nil {
+	// Close left the records in one segment in pending/.
+	var stored []spool.StoredRecord
+	if err := spool.Walk(dir, func(r spool.StoredRecord, err error) error {
+		if err != nil {
+			t.Errorf("Walk: %v", err)
+		}
+		stored = append(stored, r)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	var files []string
-	for _, e := range names {
-		if _, ok := spool.ParseRecordName(e.Name()); ok {
-			files = append(files, e.Name())
-		}
+	if len(stored) != records {
+		t.Fatalf("%d records in the spool, want %d", len(stored), records)
 	}
-	slices.Sort(files) // by ID: creation order, the order of all
-	if len(files) != records {
-		t.Fatalf("%d record files in pending/, want %d: %v", len(files), records, names)
-	}
-	// Damage the 3rd (truncated to half) and the 6th (a byte flipped in
+	// Damage the 3rd (a byte flipped in its meta: the reader loses the
+	// framing and must find the 4th again) and the 6th (a byte flipped in
 	// the middle of the body).
 	truncated, flipped := 2, 5
-	tp := filepath.Join(pending, files[truncated])
-	fi, err := os.Stat(tp)
+	segPath := stored[0].Segment
+	b, err := os.ReadFile(segPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(tp, fi.Size()/2); err != nil {
+	b[stored[truncated].Offset+40] ^= 0xff
+	b[stored[flipped].Offset+stored[flipped].Size/2] ^= 0xff
+	if err := os.WriteFile(segPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fp := filepath.Join(pending, files[flipped])
-	b, err := os.ReadFile(fp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff
-	if err := os.WriteFile(fp, b, 0o600); err != nil {
-		t.Fatal(err)
+	pending := filepath.Dir(segPath)
+	segKey := filepath.Base(segPath)[:33] // the ID of its first record
+	damaged := []string{
+		fmt.Sprintf("%s-%d.corrupt", segKey, stored[truncated].Offset),
+		fmt.Sprintf("%s-%d.corrupt", segKey, stored[flipped].Offset),
 	}
 	garbage := map[string][]byte{
 		"garbage.bin":  []byte("not a record at all"),
@@ -319,7 +318,7 @@ func TestCorruptSpoolAtStart(t *testing.T) {
 			quarantined[e.Name()] = true
 		}
 	}
-	want := []string{files[truncated], files[flipped]}
+	want := slices.Clone(damaged)
 	for name := range garbage {
 		want = append(want, name)
 	}

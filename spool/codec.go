@@ -13,8 +13,9 @@ import (
 
 // A record file is laid out as:
 //
-//	header   24 bytes: magic "OTRS", version, signal, 2 reserved bytes,
-//	         created (int64 unix ns), meta length, body length (uint32 each)
+//	header   32 bytes: magic "OTRS", version, signal, 2 reserved bytes,
+//	         created (int64 unix ns), meta length, body length (uint32
+//	         each), uniq (uint64: with created, the record's ID)
 //	meta     URL, Content-Type, Content-Encoding and allow-listed headers,
 //	         each string as uvarint length + bytes
 //	metaCRC  CRC-32C of header and meta
@@ -23,12 +24,12 @@ import (
 //
 // Two checksums rather than one so that the meta can be read and trusted
 // (for status listings) without reading a body of many megabytes. All
-// integers are little-endian. Attempts are kept in the file name, not here,
-// so that releasing a record is a rename and never a rewrite.
+// integers are little-endian. Attempts are kept in the segment's sidecar,
+// not here, so that a stored record is never rewritten.
 const (
 	recordMagic   = "OTRS"
-	recordVersion = 1
-	headerSize    = 24
+	recordVersion = 2
+	headerSize    = 32
 	crcSize       = 4
 	// maxMetaSize bounds what a decoder allocates for the meta block, so a
 	// hostile or corrupt length cannot make it allocate gigabytes.
@@ -92,6 +93,7 @@ func encodeHead(r *Record) (head []byte, trailer [crcSize]byte, err error) {
 	binary.LittleEndian.PutUint64(head[8:], uint64(r.Created.UnixNano()))
 	binary.LittleEndian.PutUint32(head[16:], uint32(ms))
 	binary.LittleEndian.PutUint32(head[20:], uint32(len(r.Body)))
+	binary.LittleEndian.PutUint64(head[24:], r.ID.uniq)
 	head = appendStr(head, r.URL)
 	head = appendStr(head, r.ContentType)
 	head = appendStr(head, r.ContentEncoding)
@@ -185,7 +187,9 @@ func decodeMeta(data []byte) (*decodedMeta, int, error) {
 	}
 	d := &decodedMeta{metaEnd: metaEnd + crcSize}
 	d.Signal = Signal(data[5])
-	d.Created = time.Unix(0, int64(binary.LittleEndian.Uint64(data[8:])))
+	created := int64(binary.LittleEndian.Uint64(data[8:]))
+	d.Created = time.Unix(0, created)
+	d.ID = ID{created: created, uniq: binary.LittleEndian.Uint64(data[24:])}
 	m := metaReader{b: data[headerSize:metaEnd]}
 	d.URL = m.str()
 	d.ContentType = m.str()

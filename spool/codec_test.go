@@ -66,9 +66,10 @@ func TestCodecRoundTrip(t *testing.T) {
 				t.Errorf("encoded %d bytes; encodedSize %d, Size %d", len(data), encodedSize(r), r.Size())
 			}
 			// The documented layout.
-			if string(data[:4]) != "OTRS" || data[4] != 1 || data[5] != byte(r.Signal) ||
+			if string(data[:4]) != "OTRS" || data[4] != 2 || data[5] != byte(r.Signal) ||
 				int64(binary.LittleEndian.Uint64(data[8:])) != r.Created.UnixNano() ||
-				int(binary.LittleEndian.Uint32(data[20:])) != len(r.Body) {
+				int(binary.LittleEndian.Uint32(data[20:])) != len(r.Body) ||
+				binary.LittleEndian.Uint64(data[24:]) != r.ID.uniq {
 				t.Errorf("header % x does not follow the documented layout", data[:headerSize])
 			}
 			metaLen := int(binary.LittleEndian.Uint32(data[16:]))
@@ -157,7 +158,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"nothing":               nil,
 		"short header":          good[:headerSize-1],
 		"bad magic":             withHeader(func(h []byte) { h[0] = 'X' }),
-		"bad version":           withHeader(func(h []byte) { h[4] = 2 }),
+		"bad version":           withHeader(func(h []byte) { h[4] = 3 }),
 		"meta length too large": setLen(16, maxMetaSize+1),
 		"body length too large": setLen(20, MaxBodySize+1),
 		"huge meta length":      setLen(16, 0xffffffff),

@@ -10,157 +10,146 @@ import (
 )
 
 // corruptSizes are the body sizes of the five records each corruption test
-// starts with: one write, and three (header, body, trailer) for 40 KiB.
+// starts with (index = seq): one write, and three (header, body, trailer)
+// for 40 KiB.
 var corruptSizes = []int{0, 100, 5000, 40 << 10, 300, 2000}
 
 const deadOwner = "1-0badc0de"
 
+// victim is where the damage goes: the one segment holding records 1 to 5,
+// sealed in pending/ by Close, and where record 3 (40 KiB) lies in it.
+type victim struct {
+	dir, seg string // spool folder, segment path
+	off, n   int64  // record 3
+	key      ID
+	records  int
+}
+
 // TestCorruption damages the files of a closed spool by hand, the way a
 // disk, a person or a crash might, then opens it. Open must not fail; the
-// damaged records must never be delivered, but be quarantined (or, for
-// partial writes, removed) and counted as corrupt; every other record must
-// be delivered intact.
+// damaged records must never be delivered, but be quarantined (or, for a
+// torn last write of a dead process, removed) and counted as corrupt;
+// every other record must be delivered intact, and what was set aside must
+// not come back at the next open.
 func TestCorruption(t *testing.T) {
 	all := []int{1, 2, 3, 4, 5}
 	allBut3 := []int{1, 2, 4, 5}
-	// Each corrupt function gets the spool folder and the path of record 3
-	// (40 KiB) in pending/.
 	cases := []struct {
 		name        string
-		damage      func(t *testing.T, dir, victim string)
+		damage      func(t *testing.T, v victim)
 		delivered   []int
 		corrupt     uint64
 		quarantined int // files (besides .why) in quarantine/ at the end
 	}{
-		{"truncated mid-body", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, fileSize(t, victim)/2, false)
+		{"truncated mid-record: it and what follows are lost", func(t *testing.T, v victim) {
+			truncate(t, v.seg, v.off+v.n/2)
+		}, []int{1, 2}, 3, 1},
+		{"truncated in the last trailer", func(t *testing.T, v victim) {
+			truncate(t, v.seg, fileSize(t, v.seg)-1)
+		}, []int{1, 2, 3, 4}, 1, 1},
+		{"zero length", func(t *testing.T, v victim) {
+			truncate(t, v.seg, 0)
+		}, nil, 5, 0},
+		{"byte flipped in the body", func(t *testing.T, v victim) {
+			flip(t, v.seg, v.off+v.n-5000)
 		}, allBut3, 1, 1},
-		{"truncated mid-body, name fixed", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, fileSize(t, victim)/2, true)
+		{"byte flipped in the meta", func(t *testing.T, v victim) {
+			flip(t, v.seg, v.off+headerSize+3)
 		}, allBut3, 1, 1},
-		{"truncated in the trailer, name fixed", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, fileSize(t, victim)-1, true)
+		{"byte flipped in the body checksum", func(t *testing.T, v victim) {
+			flip(t, v.seg, v.off+v.n-1)
 		}, allBut3, 1, 1},
-		{"truncated in the header, name fixed", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, 10, true)
+		{"byte flipped in the magic", func(t *testing.T, v victim) {
+			flip(t, v.seg, v.off)
 		}, allBut3, 1, 1},
-		{"truncated in the meta, name fixed", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, headerSize+5, true)
+		{"body length field changed", func(t *testing.T, v victim) {
+			flip(t, v.seg, v.off+21)
 		}, allBut3, 1, 1},
-		{"zero length", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, 0, false)
+		{"record zeroed", func(t *testing.T, v victim) {
+			data := readFile(t, v.seg)
+			clear(data[v.off : v.off+v.n])
+			write(t, v.seg, data)
 		}, allBut3, 1, 1},
-		{"zero length, name says 0", func(t *testing.T, dir, victim string) {
-			truncate(t, victim, 0, true)
-		}, allBut3, 1, 1},
-		{"byte flipped in the body", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func(data []byte) int { return metaEnd(t, data) + 20000 })
-		}, allBut3, 1, 1},
-		{"byte flipped in the meta", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func([]byte) int { return headerSize + 3 })
-		}, allBut3, 1, 1},
-		{"byte flipped in the meta checksum", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func(data []byte) int { return metaEnd(t, data) - 1 })
-		}, allBut3, 1, 1},
-		{"byte flipped in the body checksum", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func(data []byte) int { return len(data) - 1 })
-		}, allBut3, 1, 1},
-		{"byte flipped in the magic", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func([]byte) int { return 0 })
-		}, allBut3, 1, 1},
-		{"body length field changed", func(t *testing.T, dir, victim string) {
-			flip(t, victim, func([]byte) int { return 21 })
-		}, allBut3, 1, 1},
-		{"bytes appended, name fixed", func(t *testing.T, dir, victim string) {
-			f, err := os.OpenFile(victim, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.Write([]byte("tail"))
-			f.Close()
-			renameToSize(t, victim)
-		}, allBut3, 1, 1},
-		{"size in the name wrong", func(t *testing.T, dir, victim string) {
-			e, _ := parseName(filepath.Base(victim))
-			e.size++
-			rename(t, victim, filepath.Join(filepath.Dir(victim), e.name()))
-		}, allBut3, 1, 1},
-		{"garbage with a record name", func(t *testing.T, dir, victim string) {
+		{"bytes appended, name fixed", func(t *testing.T, v victim) {
+			appendTo(t, v.seg, []byte("tail"))
+			renameSealed(t, v, v.records, fileSize(t, v.seg))
+		}, all, 1, 1},
+		{"bytes appended, name not fixed", func(t *testing.T, v victim) {
+			appendTo(t, v.seg, []byte("tail"))
+		}, all, 0, 0},
+		{"size in the name cuts the last record", func(t *testing.T, v victim) {
+			renameSealed(t, v, v.records, fileSize(t, v.seg)-10)
+		}, []int{1, 2, 3, 4}, 1, 1},
+		{"size in the name past the end", func(t *testing.T, v victim) {
+			renameSealed(t, v, v.records, fileSize(t, v.seg)+10)
+		}, all, 0, 0},
+		{"record count in the name wrong", func(t *testing.T, v victim) {
+			renameSealed(t, v, 2, fileSize(t, v.seg))
+		}, all, 0, 0},
+		{"garbage with a segment name", func(t *testing.T, v victim) {
 			garbage := bytes.Repeat([]byte("garbage!"), 64)
-			e := entry{id: ID{created: 1, uniq: 1}, size: int64(len(garbage))}
-			write(t, filepath.Join(dir, pendingDir, e.name()), garbage)
+			write(t, filepath.Join(v.dir, pendingDir, segmentName(ID{created: 1, uniq: 1}, 1, int64(len(garbage)))), garbage)
 		}, all, 1, 1},
-		{"garbage with another name", func(t *testing.T, dir, victim string) {
-			write(t, filepath.Join(dir, pendingDir, "notes.txt"), []byte("hello"))
+		{"garbage with another name", func(t *testing.T, v victim) {
+			write(t, filepath.Join(v.dir, pendingDir, "notes.txt"), []byte("hello"))
 		}, all, 1, 1},
-		{"empty file with another name", func(t *testing.T, dir, victim string) {
-			write(t, filepath.Join(dir, pendingDir, ".hidden"), nil)
-		}, all, 1, 1},
-		{"folder with a record name", func(t *testing.T, dir, victim string) {
-			e := entry{id: ID{created: 2, uniq: 2}, size: 4096}
-			if err := os.Mkdir(filepath.Join(dir, pendingDir, e.name()), 0o700); err != nil {
-				t.Fatal(err)
-			}
-		}, all, 1, 1},
-		{"leftover temp files of a dead owner", func(t *testing.T, dir, victim string) {
-			tmp := filepath.Join(dir, ownersDir, deadOwner, tmpSub)
-			mkdir(t, tmp)
-			write(t, filepath.Join(dir, ownersDir, deadOwner+lockExt), nil)
-			data, _ := os.ReadFile(victim)
-			e, _ := parseName(filepath.Base(victim))
-			e.id.uniq++
-			write(t, filepath.Join(tmp, e.name()), data[:len(data)/3])
-			e.id.uniq++
-			write(t, filepath.Join(tmp, e.name()), nil)
+		{"hidden file", func(t *testing.T, v victim) {
+			write(t, filepath.Join(v.dir, pendingDir, ".hidden"), nil)
 		}, all, 0, 0},
-		{"dead owner's claimed records", func(t *testing.T, dir, victim string) {
-			claimed := filepath.Join(dir, ownersDir, deadOwner, claimedSub)
-			mkdir(t, claimed)
-			mkdir(t, filepath.Join(dir, ownersDir, deadOwner, tmpSub))
-			write(t, filepath.Join(dir, ownersDir, deadOwner+lockExt), nil)
-			rename(t, victim, filepath.Join(claimed, filepath.Base(victim)))
-			moveSeq(t, dir, 5, claimed)
+		{"folder with a segment name", func(t *testing.T, v victim) {
+			mkdir(t, filepath.Join(v.dir, pendingDir, segmentName(ID{created: 2, uniq: 2}, 1, 4096)))
+		}, all, 1, 1},
+		{"sidecar of garbage", func(t *testing.T, v victim) {
+			write(t, filepath.Join(v.dir, pendingDir, sidecarName(v.key)), bytes.Repeat([]byte{0xa5}, 77))
 		}, all, 0, 0},
-		{"dead owner's claimed records, no lock file", func(t *testing.T, dir, victim string) {
-			claimed := filepath.Join(dir, ownersDir, deadOwner, claimedSub)
-			mkdir(t, claimed)
-			rename(t, victim, filepath.Join(claimed, filepath.Base(victim)))
+		{"sidecar says record 3 was delivered", func(t *testing.T, v victim) {
+			e := sidecarEntry(uint32(v.off), opSettled)
+			write(t, filepath.Join(v.dir, pendingDir, sidecarName(v.key)), e[:])
+		}, allBut3, 0, 0},
+		{"sidecar entry torn", func(t *testing.T, v victim) {
+			e := sidecarEntry(uint32(v.off), opSettled)
+			write(t, filepath.Join(v.dir, pendingDir, sidecarName(v.key)), e[:5])
 		}, all, 0, 0},
-		{"dead owner's claimed record corrupt", func(t *testing.T, dir, victim string) {
-			claimed := filepath.Join(dir, ownersDir, deadOwner, claimedSub)
-			mkdir(t, claimed)
-			write(t, filepath.Join(dir, ownersDir, deadOwner+lockExt), nil)
-			flip(t, victim, func(data []byte) int { return metaEnd(t, data) + 7 })
-			rename(t, victim, filepath.Join(claimed, filepath.Base(victim)))
-			moveSeq(t, dir, 1, claimed)
+		{"dead owner's active segment with a torn last write", func(t *testing.T, v victim) {
+			owner := deadOwnerFolder(t, v.dir, true)
+			data := readFile(t, v.seg)
+			os.Remove(v.seg)
+			write(t, filepath.Join(owner, activeName(v.key)), data[:v.off+v.n/3])
+		}, []int{1, 2}, 0, 0},
+		{"dead owner's active segment, whole", func(t *testing.T, v victim) {
+			owner := deadOwnerFolder(t, v.dir, true)
+			rename(t, v.seg, filepath.Join(owner, activeName(v.key)))
+		}, all, 0, 0},
+		{"dead owner's segment and sidecar, no lock file", func(t *testing.T, v victim) {
+			owner := deadOwnerFolder(t, v.dir, false)
+			e := sidecarEntry(uint32(v.off), opSettled)
+			write(t, filepath.Join(owner, sidecarName(v.key)), e[:])
+			rename(t, v.seg, filepath.Join(owner, filepath.Base(v.seg)))
+		}, allBut3, 0, 0},
+		{"dead owner's segment corrupt in the middle", func(t *testing.T, v victim) {
+			owner := deadOwnerFolder(t, v.dir, true)
+			flip(t, v.seg, v.off+2)
+			rename(t, v.seg, filepath.Join(owner, activeName(v.key)))
 		}, allBut3, 1, 1},
-		{"stray files in owners/ and quarantine/", func(t *testing.T, dir, victim string) {
-			write(t, filepath.Join(dir, ownersDir, "stray"), []byte("x"))
-			write(t, filepath.Join(dir, quarantineDir, "lone"+whyExt), []byte("why"))
-			write(t, filepath.Join(dir, quarantineDir, "not-a-record"), []byte("x"))
+		{"dead owner's stray files and a sidecar without segment", func(t *testing.T, v victim) {
+			owner := deadOwnerFolder(t, v.dir, true)
+			mkdir(t, filepath.Join(owner, "tmp"))
+			write(t, filepath.Join(owner, "tmp", "x"), []byte("partial"))
+			e := sidecarEntry(0, opSettled)
+			write(t, filepath.Join(owner, sidecarName(ID{created: 9, uniq: 9})), e[:])
+		}, all, 0, 0},
+		{"stray files in owners/ and quarantine/", func(t *testing.T, v victim) {
+			write(t, filepath.Join(v.dir, ownersDir, "stray"), []byte("x"))
+			write(t, filepath.Join(v.dir, quarantineDir, "lone"+whyExt), []byte("why"))
+			write(t, filepath.Join(v.dir, quarantineDir, "not-a-record"), []byte("x"))
 		}, all, 0, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			s := open(t, dir)
-			var victim string
-			for seq := 1; seq <= 5; seq++ {
-				r := rec(seq, corruptSizes[seq])
-				put(t, s, r)
-				if seq == 3 {
-					victim = filepath.Join(dir, pendingDir, entry{id: r.ID, size: r.Size()}.name())
-				}
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := os.Stat(victim); err != nil {
-				t.Fatal(err)
-			}
-
-			c.damage(t, dir, victim)
+			v := makeVictim(t)
+			c.damage(t, v)
+			dir := v.dir
 
 			s, err := Open(dir, WithLogger(quiet), WithRescanInterval(-1))
 			if err != nil {
@@ -175,44 +164,34 @@ func TestCorruption(t *testing.T) {
 			if st.Records != len(c.delivered) || st.Quarantined != c.quarantined {
 				t.Errorf("Records %d Quarantined %d; want %d %d", st.Records, st.Quarantined, len(c.delivered), c.quarantined)
 			}
-			if c.name == "folder with a record name" {
-				// Quarantined, but its size is not that of a file.
-				if got := diskBytes(t, dir, pendingDir, ownersDir); st.Bytes != got {
-					t.Errorf("Stats().Bytes = %d, files hold %d", st.Bytes, got)
-				}
-			} else {
-				checkBytes(t, s)
-			}
+			checkBytes(t, s)
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
 
 			// What is left: the good records in pending/, nothing in owners/,
 			// each quarantined file with its reason.
-			if n := len(recordFiles(t, dir, pendingDir)); n != len(c.delivered) {
+			if n := len(stored(t, dir, pendingDir)); n != len(c.delivered) {
 				t.Errorf("%d records in pending/, want %d", n, len(c.delivered))
 			}
-			if left := files(t, dir, ownersDir); slices.ContainsFunc(left, func(p string) bool { return !strings.HasSuffix(p, lockExt) }) {
+			if left := files(t, dir, ownersDir); slices.ContainsFunc(left, func(p string) bool { return !strings.HasSuffix(p, lockExt) && p != filepath.Join(ownersDir, "stray") }) {
 				t.Errorf("left under owners/: %v", left)
 			}
 			if dead, err := os.Stat(filepath.Join(dir, ownersDir, deadOwner)); err == nil {
 				t.Errorf("the dead owner's folder is still there: %v", dead.Mode())
 			}
-			why, quarantined := 0, 0
+			quarantined := 0
 			for _, p := range files(t, dir, quarantineDir) {
-				switch {
-				case strings.HasSuffix(p, "lone"+whyExt):
-				case strings.HasSuffix(p, whyExt):
-					why++
-					if data, _ := os.ReadFile(filepath.Join(dir, p)); len(data) == 0 {
-						t.Errorf("%s is empty", p)
-					}
-				default:
-					quarantined++
+				if strings.HasSuffix(p, whyExt) {
+					continue
 				}
-			}
-			if want := int(c.corrupt); why != want {
-				t.Errorf("%d .why files for quarantined records, want %d", why, want)
+				quarantined++
+				if strings.HasSuffix(p, "not-a-record") {
+					continue
+				}
+				if data, _ := os.ReadFile(filepath.Join(dir, p+whyExt)); len(data) == 0 {
+					t.Errorf("%s has no reason beside it", p)
+				}
 			}
 
 			// Once set aside, never seen again.
@@ -225,6 +204,50 @@ func TestCorruption(t *testing.T) {
 			checkBytes(t, s)
 		})
 	}
+}
+
+// makeVictim stores records 1 to 5 in one segment and closes the spool.
+func makeVictim(t *testing.T) victim {
+	t.Helper()
+	v := victim{dir: t.TempDir()}
+	s := open(t, v.dir)
+	var r3 *Record
+	for seq := 1; seq <= 5; seq++ {
+		r := rec(seq, corruptSizes[seq])
+		put(t, s, r)
+		if seq == 3 {
+			r3 = r
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range stored(t, v.dir, pendingDir) {
+		if r.Record.ID == r3.ID {
+			v.seg, v.off, v.n = r.Segment, r.Offset, r.Size
+		}
+	}
+	n, ok := parseSegName(filepath.Base(v.seg))
+	if !ok || !n.sealed || n.records != 5 {
+		t.Fatalf("segment %q: %+v; want 5 records sealed", v.seg, n)
+	}
+	v.key, v.records = n.key, n.records
+	return v
+}
+
+func deadOwnerFolder(t *testing.T, dir string, lock bool) string {
+	t.Helper()
+	owner := filepath.Join(dir, ownersDir, deadOwner)
+	mkdir(t, owner)
+	if lock {
+		write(t, owner+lockExt, nil)
+	}
+	return owner
+}
+
+func renameSealed(t *testing.T, v victim, records int, size int64) {
+	t.Helper()
+	rename(t, v.seg, filepath.Join(filepath.Dir(v.seg), segmentName(v.key, records, size)))
 }
 
 func checkDelivered(t *testing.T, got []*Record, want []int) {
@@ -255,36 +278,39 @@ func fileSize(t *testing.T, p string) int64 {
 	return fi.Size()
 }
 
-func truncate(t *testing.T, p string, size int64, fixName bool) {
+func truncate(t *testing.T, p string, size int64) {
 	t.Helper()
 	if err := os.Truncate(p, size); err != nil {
 		t.Fatal(err)
 	}
-	if fixName {
-		renameToSize(t, p)
-	}
 }
 
-// renameToSize makes the size in p's name match the file, as if it had
-// been written that short.
-func renameToSize(t *testing.T, p string) {
+func flip(t *testing.T, p string, at int64) {
 	t.Helper()
-	e, ok := parseName(filepath.Base(p))
-	if !ok {
-		t.Fatalf("%s is not a record name", p)
-	}
-	e.size = fileSize(t, p)
-	rename(t, p, filepath.Join(filepath.Dir(p), e.name()))
+	data := readFile(t, p)
+	data[at] ^= 0x5a
+	write(t, p, data)
 }
 
-func flip(t *testing.T, p string, at func([]byte) int) {
+func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data[at(data)] ^= 0x5a
-	write(t, p, data)
+	return data
+}
+
+func appendTo(t *testing.T, p string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // metaEnd is the offset of the body in a valid record.
@@ -295,19 +321,6 @@ func metaEnd(t *testing.T, data []byte) int {
 		t.Fatal(err)
 	}
 	return d.metaEnd
-}
-
-// moveSeq moves the record with body number seq from pending/ to dst.
-func moveSeq(t *testing.T, dir string, seq int, dst string) {
-	t.Helper()
-	for _, p := range recordFiles(t, dir, pendingDir) {
-		data, _ := os.ReadFile(filepath.Join(dir, p))
-		if r, err := decodeRecord(data); err == nil && seqOf(r.Body) == seq {
-			rename(t, filepath.Join(dir, p), filepath.Join(dst, filepath.Base(p)))
-			return
-		}
-	}
-	t.Fatalf("no record %d in pending/", seq)
 }
 
 func write(t *testing.T, p string, data []byte) {

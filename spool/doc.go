@@ -1,62 +1,76 @@
 // Package spool is a folder-backed store of OTLP export requests waiting to
 // be delivered, safe against crashes and shared safely by processes.
 //
-// Each record is one file holding the request body byte for byte and what
-// is needed to send it again (URL without credentials, Content-Type,
-// Content-Encoding, signal, creation time, allow-listed headers), framed by
-// a length and CRC-32C checksums. The attempt count lives in the file name,
-// so that releasing a record after a failed attempt is one rename.
+// Each record is the request body byte for byte and what is needed to send
+// it again (URL without credentials, Content-Type, Content-Encoding, signal,
+// creation time, allow-listed headers), framed by lengths and CRC-32C
+// checksums. Records are appended to segment files, a few megabytes each
+// (DefaultSegmentBytes, or a sixteenth of the cap when that is smaller):
+// storing a record is one write, and delivering it one read. What becomes
+// of each record (delivered, released after a failed attempt, set aside)
+// is appended to a small sidecar file beside its segment, so that no
+// segment is ever rewritten; a segment is deleted once all its records are
+// settled. See segment.go for the layout.
 //
 // Operations: Put stores a record; PutClaimed stores one already claimed
 // by the caller, who is sending it now; Claim hands out the oldest waiting
-// records to one sender; Ack deletes a delivered record; Release puts it
-// back in line; Quarantine sets it aside with the reason, in a bounded
+// records to one sender; Ack marks a record delivered; Release puts it back
+// in line; Quarantine sets it aside with the reason, in a bounded
 // dead-letter folder, for records the server refused or that cannot be
-// read; Stats reports what is held and what was dropped, by reason.
+// read; Stats reports what is held and what was dropped, by reason. Walk,
 // ParseRecordName and ReadRecordMeta read a folder without opening it, for
 // tools that report on a spool another process is using.
 //
 // # What a stored record survives
 //
-// SyncProcess (the default) writes each record to a temporary file and
-// renames it into place: a record Put returned for survives the death of
-// the process at any instant, kill -9 included, and a record is whole or
-// absent, never partial. SyncDurable also survives power loss and kernel
-// crashes: the file and its directory entry are synced before Put returns,
-// concurrent puts sharing one directory sync. Deleting a delivered record is
-// never synced, so after a power loss a delivered record may be sent again:
-// delivery is at least once.
+// SyncProcess (the default) appends each record with one write: a record
+// Put returned for survives the death of the process at any instant, kill
+// -9 included. A write the process was killed in the middle of leaves a
+// torn record at the end of its segment, which is cut off and never
+// delivered. SyncDurable also survives power loss and kernel crashes: the
+// segment's data is synced before Put returns, concurrent puts sharing one
+// sync (group commit), and the folder is synced when a segment is created.
+// Settlements are written within a second and never synced, so after a
+// crash a delivered record may be sent again: delivery is at least once.
 //
 // # Limits
 //
 // The spool holds at most 512 MiB by default (WithMaxBytes), counting every
-// byte it writes, quarantine included. At the cap the policy decides:
-// DropNewest (default) refuses the new record with ErrFull; DropOldest
-// deletes the oldest waiting records. An optional maximum age (WithMaxAge)
-// drops older records when they are claimed. The quarantine keeps at most
-// 64 MiB, the oldest deleted first. Every drop is counted by reason.
+// byte of its files, quarantine included, and delivered records in
+// segments not yet deleted. At the cap the policy decides: DropNewest
+// (default) refuses the new record with ErrFull; DropOldest deletes the
+// oldest segments nobody is sending from, whole. An optional maximum age
+// (WithMaxAge) drops older records when they are claimed. The quarantine
+// keeps at most 64 MiB, the oldest deleted first. Every drop is counted by
+// reason.
 //
 // # Start-up and corruption
 //
-// Opening a folder reads its listing only: the ID, size and attempt count
-// of each record are in its name, so opening costs one directory read
-// however much is stored, and the index costs a few dozen bytes a record.
-// A record's contents are checked when it is claimed; a torn, truncated or
-// altered file is moved to quarantine and counted as corrupt, never
-// delivered, and never stops the spool from opening. Files that are not
-// records are quarantined the same way. Temporary files of dead processes
-// are removed.
+// Opening a folder reads its listing and the sidecars of segments left
+// part delivered: sealed segment names carry their first record's ID,
+// record count and length, so opening costs a directory read however much
+// is stored, and memory holds an index entry per segment, not per record.
+// A segment's records are indexed when a sender starts on it, and each
+// record's checksums are verified when it is read to be sent. A damaged
+// region, whether a flipped byte, a truncation or garbage, is copied to
+// quarantine and counted as corrupt, the reader finds the next good record
+// after it, and nothing damaged is delivered or stops the spool from
+// opening. Files that are not segments are quarantined the same way.
 //
 // # Several processes
 //
-// Any number of processes may open the same folder. Claiming moves a record
-// into the claimant's own folder by rename, which succeeds for one process
-// only, so no record is handed to two senders. Each process holds a lock
-// file for its lifetime; a process that finds a lock free, at Open or when
-// it runs out of work, adopts that dead owner's claimed records. The byte
-// cap is enforced on what each process knows of the folder.
+// Any number of processes may open the same folder. Each appends to a
+// segment of its own, in its own folder, and shares a sealed segment
+// through pending/ unless it is the next it will send from. Claiming a
+// segment moves it into the claimant's folder by rename, which succeeds
+// for one process only, so no record is handed to two senders. Each
+// process holds a lock file for its lifetime; a process that finds a lock
+// free, at Open or when it runs out of work, adopts that dead owner's
+// segments, cutting off a torn last write. The byte cap is enforced on what
+// each process knows of the folder.
 //
 // Files are created 0600 and folders 0700. Disk errors come back as *Error
 // values that match ErrNoSpace, ErrPermission or ErrNotDirectory with
-// errors.Is, and what was stored before is never damaged by them.
+// errors.Is, and what was stored before is never damaged by them: a failed
+// write is cut off again.
 package spool

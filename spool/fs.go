@@ -12,8 +12,11 @@ import (
 // a failing fsync) that are hard to cause for real.
 type FS interface {
 	MkdirAll(path string, perm fs.FileMode) error
-	// Create makes a new file that must not exist yet, for writing.
+	// Create makes a new file that must not exist yet, for reading and
+	// writing.
 	Create(name string, perm fs.FileMode) (File, error)
+	// OpenFile opens a file with os.OpenFile's flags.
+	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	ReadFile(name string) ([]byte, error)
 	// ReadDirNames lists a folder's entries, unsorted.
 	ReadDirNames(dir string) ([]string, error)
@@ -25,9 +28,12 @@ type FS interface {
 	SyncDir(dir string) error
 }
 
-// File is a file opened for writing by FS.Create.
+// File is a file opened by FS.Create or FS.OpenFile.
 type File interface {
 	io.Writer
+	io.ReaderAt
+	io.Seeker
+	Truncate(size int64) error
 	Sync() error
 	Close() error
 }
@@ -40,7 +46,11 @@ var _ FS = OSFS{}
 func (OSFS) MkdirAll(path string, perm fs.FileMode) error { return os.MkdirAll(path, perm) }
 
 func (OSFS) Create(name string, perm fs.FileMode) (File, error) {
-	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+}
+
+func (OSFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+	return os.OpenFile(name, flag, perm)
 }
 
 func (OSFS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }

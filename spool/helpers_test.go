@@ -166,10 +166,32 @@ func files(t testing.TB, dir string, subs ...string) []string {
 	return out
 }
 
-// recordFiles lists the .rec files under dir/sub.
-func recordFiles(t testing.TB, dir string, subs ...string) []string {
+// stored lists the records the folder holds and has not settled, as Walk
+// finds them, failing the test on damaged regions; where is "" for all,
+// pendingDir for those waiting there, ownersDir for those in owner folders.
+func stored(t testing.TB, dir string, where string) []StoredRecord {
 	t.Helper()
-	return slices.DeleteFunc(files(t, dir, subs...), func(p string) bool { return !strings.HasSuffix(p, recordExt) })
+	var out []StoredRecord
+	err := Walk(dir, func(r StoredRecord, err error) error {
+		if err != nil {
+			t.Errorf("Walk: %v", err)
+			return nil
+		}
+		if where == "" || (where == pendingDir) == (r.Owner == "") {
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// quarantinedRecords lists the record files in the quarantine.
+func quarantinedRecords(t testing.TB, dir string) []string {
+	t.Helper()
+	return slices.DeleteFunc(files(t, dir, quarantineDir), func(p string) bool { return strings.HasSuffix(p, whyExt) })
 }
 
 // diskBytes adds up the sizes of the regular files under dir/subs.
@@ -186,13 +208,22 @@ func diskBytes(t testing.TB, dir string, subs ...string) int64 {
 	return n
 }
 
-// checkBytes fails unless Stats agrees with the disk: Bytes with what is
-// under pending/ and owners/, QuarantineBytes with quarantine/.
+// checkBytes fails unless Stats agrees with the disk: DiskBytes with what is
+// under pending/ and owners/, Bytes with the records not settled there,
+// QuarantineBytes with quarantine/.
 func checkBytes(t testing.TB, s *Spool) {
 	t.Helper()
+	s.flushSidecars()
 	st := s.Stats()
-	if got := diskBytes(t, s.Dir(), pendingDir, ownersDir); st.Bytes != got {
-		t.Errorf("Stats().Bytes = %d, files under pending/ and owners/ hold %d", st.Bytes, got)
+	if got := diskBytes(t, s.Dir(), pendingDir, ownersDir); st.DiskBytes != got {
+		t.Errorf("Stats().DiskBytes = %d, files under pending/ and owners/ hold %d", st.DiskBytes, got)
+	}
+	var live int64
+	for _, r := range stored(t, s.Dir(), "") {
+		live += r.Size
+	}
+	if st.Bytes != live {
+		t.Errorf("Stats().Bytes = %d, records not settled hold %d", st.Bytes, live)
 	}
 	if got := diskBytes(t, s.Dir(), quarantineDir); st.QuarantineBytes != got {
 		t.Errorf("Stats().QuarantineBytes = %d, files under quarantine/ hold %d", st.QuarantineBytes, got)
@@ -236,4 +267,20 @@ func isErr(t testing.TB, err error, targets ...error) {
 			t.Errorf("error %v: errors.Is(err, %v) is false", err, target)
 		}
 	}
+}
+
+// endsTorn tells whether the segment at path ends in a partial record.
+func endsTorn(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	torn := false
+	if err := scanSegment(f, fi.Size(), false, func(sc scanned) { torn = sc.err != nil && sc.off+sc.size == fi.Size() }); err != nil {
+		t.Fatal(err)
+	}
+	return torn
 }

@@ -7,37 +7,90 @@ import (
 	"testing"
 )
 
-func TestInspectionReadsNameAndMetaOnly(t *testing.T) {
+// TestWalk: a tool reads what a spool holds without opening it: each
+// record's addressing and attempts, not its body, waiting or held by a
+// process; settled records are not listed, damaged regions are reported.
+func TestWalk(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, WithHeaderAllowList("X-Tenant"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open(t, dir, WithHeaderAllowList("X-Tenant"))
 	r := &Record{URL: "https://127.0.0.1:4318/v1/logs", ContentType: "application/x-protobuf", ContentEncoding: "gzip",
 		Signal: SignalLogs, Header: map[string][]string{"X-Tenant": {"a"}}, Body: make([]byte, 1000)}
-	if err := s.Put(r); err != nil {
-		t.Fatal(err)
+	put(t, s, r, rec(2, 300), rec(3, 400))
+	rs, _ := s.Claim(2)
+	s.Release(rs[0].ID) // r: one attempt
+	s.Ack(rs[1].ID)     // 2: delivered
+
+	s.flushSidecars() // as the spool does within a second
+	got := stored(t, dir, ownersDir)
+	if len(got) != 2 || len(stored(t, dir, pendingDir)) != 0 {
+		t.Fatalf("Walk while open: %+v", got)
 	}
-	names, _ := filepath.Glob(filepath.Join(dir, pendingDir, "*"+recordExt))
+	w := got[0]
+	if w.Record.ID != r.ID || w.Record.URL != r.URL || w.Record.ContentEncoding != "gzip" || w.Record.Signal != SignalLogs ||
+		w.Record.Header.Get("X-Tenant") != "a" || w.BodySize != 1000 || w.Record.Body != nil ||
+		!w.Record.Created.Equal(r.Created) || w.Attempts != 1 || w.Size != r.Size() || w.Owner != s.owner || w.Offset != 0 {
+		t.Fatalf("Walk: %+v, record %+v", w, w.Record)
+	}
+	if seqOf(body(3, 400)) != 3 || got[1].BodySize != 400 {
+		t.Fatalf("second: %+v", got[1])
+	}
+	s.Close()
+	got = stored(t, dir, pendingDir)
+	if len(got) != 2 || got[0].Owner != "" || got[0].Attempts != 1 {
+		t.Fatalf("Walk after Close: %+v", got)
+	}
+
+	// A damaged record is reported, the others still are.
+	data, _ := os.ReadFile(got[1].Segment)
+	data[got[1].Offset+3] ^= 1
+	os.WriteFile(got[1].Segment, data, 0o600)
+	var good, bad int
+	err := Walk(dir, func(r StoredRecord, err error) error {
+		var ce *CorruptionError
+		switch {
+		case errors.As(err, &ce):
+			bad++
+		case err == nil:
+			good++
+		}
+		return nil
+	})
+	if err != nil || good != 1 || bad != 1 {
+		t.Fatalf("Walk of a damaged segment: %d good, %d bad, %v", good, bad, err)
+	}
+	// fn's error ends the walk.
+	stop := errors.New("stop")
+	if err := Walk(dir, func(StoredRecord, error) error { return stop }); err != stop {
+		t.Fatalf("Walk = %v, want fn's error", err)
+	}
+}
+
+// TestQuarantineInspection: a quarantined record is a file of its own,
+// named after it, whose meta tools read without its body.
+func TestQuarantineInspection(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	r := rec(1, 1000)
+	put(t, s, r)
+	rs, _ := s.Claim(1)
+	s.Quarantine(rs[0].ID, "HTTP 400")
+	names := quarantinedRecords(t, dir)
 	if len(names) != 1 {
-		t.Fatalf("records %v", names)
+		t.Fatalf("quarantine %v", names)
 	}
-	n, ok := ParseRecordName(filepath.Base(names[0]))
-	fi, _ := os.Stat(names[0])
+	path := filepath.Join(dir, names[0])
+	base := filepath.Base(path)
+	n, ok := ParseRecordName(base[17:]) // after the time prefix
+	fi, _ := os.Stat(path)
 	if !ok || n.ID != r.ID || n.Size != fi.Size() || n.Attempts != 0 {
 		t.Fatalf("name %+v ok %v, want ID %s size %d", n, ok, r.ID, fi.Size())
 	}
-	got, bodySize, err := ReadRecordMeta(names[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.URL != r.URL || got.ContentEncoding != "gzip" || got.Signal != SignalLogs || got.Header.Get("X-Tenant") != "a" ||
-		bodySize != 1000 || got.Body != nil || !got.Created.Equal(r.Created) {
-		t.Fatalf("meta %+v body %d", got, bodySize)
+	got, bodySize, err := ReadRecordMeta(path)
+	if err != nil || got.URL != r.URL || bodySize != 1000 || got.Body != nil {
+		t.Fatalf("meta %+v body %d: %v", got, bodySize, err)
 	}
 	// A torn meta is refused as corruption; a torn body is not read at all.
-	data, _ := os.ReadFile(names[0])
+	data, _ := os.ReadFile(path)
 	torn := filepath.Join(t.TempDir(), "torn.rec")
 	os.WriteFile(torn, data[:headerSize+5], 0o600)
 	var ce *CorruptionError

@@ -22,6 +22,8 @@ import (
 //	            ack; then closes and prints DONE.
 //	claim-hold: claims SPOOL_TEST_ARG records, prints "CLAIMED <id>
 //	            <attempts>" for each and HELD, and waits to be killed.
+var heldSpool *Spool
+
 func TestSpoolChild(t *testing.T) {
 	mode := os.Getenv(childEnv)
 	if mode != "claim-ack" && mode != "claim-hold" {
@@ -76,6 +78,9 @@ func TestSpoolChild(t *testing.T) {
 		}
 		fmt.Fprintln(out, "HELD")
 		out.Flush()
+		// Referenced from a global, or the collector may finalize the lock
+		// file and let the parent take the held records for a dead child's.
+		heldSpool = s
 		select {} // until killed; exitOnEOF ends it if the parent goes
 	}
 }
@@ -166,9 +171,11 @@ func TestTwoProcesses(t *testing.T) {
 // or rescanning afterwards adopts them, attempts unchanged.
 func TestKilledWhileClaiming(t *testing.T) {
 	t.Parallel()
+	// A segment a record, so that the child claims records, not the lot:
+	// a process holds a whole segment while it sends from it.
 	clock := newClock()
 	dir := t.TempDir()
-	s := open(t, dir, WithClock(clock.Now))
+	s := open(t, dir, withSegmentBytes(1), WithClock(clock.Now))
 	for seq := range 20 {
 		put(t, s, rec(seq, 300))
 	}
@@ -200,7 +207,7 @@ func TestKilledWhileClaiming(t *testing.T) {
 	}
 
 	// While it lives, its records are its own.
-	live := open(t, dir, WithClock(clock.Now), WithRescanInterval(time.Second))
+	live := open(t, dir, withSegmentBytes(1), WithClock(clock.Now), WithRescanInterval(time.Second))
 	got := claimAll(t, live)
 	if len(got) != 13 {
 		t.Fatalf("with the child alive: claimed %d, want 13", len(got))
@@ -222,8 +229,8 @@ func TestKilledWhileClaiming(t *testing.T) {
 	cmd.Wait()
 	owner := filepath.Join(dir, ownersDir, fmt.Sprintf("%d-", cmd.Process.Pid))
 	var inDead int
-	for _, p := range recordFiles(t, dir, ownersDir) {
-		if strings.HasPrefix(filepath.Join(dir, p), owner) {
+	for _, r := range stored(t, dir, ownersDir) {
+		if strings.HasPrefix(r.Segment, owner) {
 			inDead++
 		}
 	}
@@ -232,7 +239,7 @@ func TestKilledWhileClaiming(t *testing.T) {
 	}
 
 	// A new Open adopts them, attempts unchanged.
-	s = open(t, dir, WithClock(clock.Now))
+	s = open(t, dir, withSegmentBytes(1), WithClock(clock.Now))
 	if st := s.Stats(); st.Records != 7 {
 		t.Errorf("new Open sees %d records, want the 7 adopted", st.Records)
 	}

@@ -102,6 +102,7 @@ type config struct {
 	fs              FS
 	logger          *slog.Logger
 	rescanInterval  time.Duration
+	segmentBytes    int64 // 0: DefaultSegmentBytes, or a sixteenth of the cap
 }
 
 func newConfig(opts []Option) (config, error) {
@@ -196,3 +197,6 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 func WithRescanInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.rescanInterval = d })
 }
+
+// withSegmentBytes sets the size at which segments are sealed, for tests.
+func withSegmentBytes(n int64) Option { return optionFunc(func(c *config) { c.segmentBytes = n }) }

@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,23 +18,22 @@ import (
 
 // Folder layout:
 //
-//	pending/            records waiting to be sent, shared by all processes
-//	owners/<o>.lock     held (flock) by the live process o for its lifetime
-//	owners/<o>/tmp/     o's records being written
-//	owners/<o>/claimed/ o's records being sent
-//	quarantine/         records refused by the server or unreadable, each
-//	                    with a .why file saying why
+//	pending/          sealed segments waiting, shared by all processes, with
+//	                  their sidecars (see segment.go)
+//	owners/<o>.lock   held (flock) by the live process o for its lifetime
+//	owners/<o>/       o's segments: the one it appends to and the ones it is
+//	                  sending from, with their sidecars
+//	quarantine/       records refused by the server or unreadable, one file
+//	                  each, with a .why file saying why
 //
-// Claiming moves a record from pending/ into the claimant's own folder by
-// rename, which succeeds for exactly one process; so no record is handed to
-// two senders at once. A process that finds an owner's lock free knows the
-// owner is gone and moves its claimed records back to pending/.
+// Claiming a segment moves it from pending/ into the claimant's own folder
+// by rename, which succeeds for exactly one process; so no record is handed
+// to two senders at once. A process that finds an owner's lock free knows
+// the owner is gone and moves its segments back to pending/.
 const (
 	pendingDir    = "pending"
 	ownersDir     = "owners"
 	quarantineDir = "quarantine"
-	claimedSub    = "claimed"
-	tmpSub        = "tmp"
 	lockExt       = ".lock"
 	whyExt        = ".why"
 	dirPerm       = 0o700
@@ -40,16 +41,24 @@ const (
 )
 
 // staleLockAge protects a process that has just created its lock file and
-// not yet locked it from being taken for dead.
+// not yet locked it from being taken for dead; and a sidecar on its way
+// into pending/ just ahead of its segment from being taken for an orphan.
 const staleLockAge = time.Minute
+
+// DefaultSegmentBytes is the size at which a segment is sealed and a new one
+// started; smaller when the cap is small (a sixteenth of it), so that
+// dropping the oldest segment at the cap never drops much.
+const DefaultSegmentBytes = 8 << 20
 
 // Spool is a folder of export records waiting to be delivered. It is safe
 // for concurrent use by many goroutines, and several processes may open the
 // same folder.
 //
-// State is guarded by one mutex rather than owned by one goroutine, as the
-// house style prefers, because puts must run their file I/O concurrently
-// for group commit to share syncs; the lock is never held across I/O.
+// State is guarded by mutexes rather than owned by one goroutine, as the
+// house style prefers, because durable puts must run their syncs
+// concurrently for group commit to share them, and claims must read while
+// puts append. mu is never held across I/O; wmu is held across the append
+// of a record, which is what orders the segment's bytes.
 type Spool struct {
 	cfg                            config
 	dir, pending, quarantine, mine string
@@ -57,22 +66,87 @@ type Spool struct {
 	unlock                         func() error
 	instance                       uint64 // high half of every ID this process makes
 	counter                        atomic.Uint32
-	pendingSync, claimedSync       *groupSync
+	lastURL                        atomic.Pointer[urlPair]
+	segmentBytes                   int64
+	mineSync                       *groupSync
 	ready                          chan struct{}
 
 	ops sync.WaitGroup // operations under way, waited for by Close
 
-	mu              sync.Mutex // guards all below
+	// wmu serialises puts: the cap check, the append and the choice of the
+	// active segment. Taken before mu, never after.
+	wmu sync.Mutex
+
+	mu              sync.Mutex // guards all below, and the segments' fields but f's offset and ack
 	closed          bool
-	queue           queue
-	claimed         map[ID]entry
-	settling        map[ID]bool // claimed records being acked, released or quarantined
-	writing         map[ID]bool // puts between reservation and queueing
-	bytes           int64       // waiting, claimed and being written
+	segs            []*segment // every segment known, oldest first
+	byKey           map[ID]*segment
+	active          *segment // the segment puts append to; nil until the next put
+	claimed         map[ID]slotRef
+	diskBytes       int64 // bytes of the segments and sidecars known, as on disk
 	quarantined     []quarantined
 	quarantineBytes int64
 	lastScan        time.Time
-	counts          Stats // counters only; the rest is computed by Stats
+	logged          map[string]bool // warnings given once per segment
+	counts          Stats           // counters only; the rest is computed by Stats
+}
+
+// segment is the index of one segment file.
+type segment struct {
+	key  ID
+	dir  string // folder holding its files now
+	name string // the segment file's name now
+
+	records  int   // records and corrupt regions it holds
+	bytes    int64 // its valid length
+	settled  int   // records settled: delivered, quarantined, dropped
+	live     int64 // bytes of the records not settled (estimated until loaded)
+	oldest   ID    // of its records not settled, when known before loading
+	ackBytes int64 // sidecar size
+	active   bool  // this process appends to it
+	busy     bool  // being loaded, moved or deleted: left alone meanwhile
+	gone     bool  // deleted, or taken by another process
+
+	// A loaded segment is this process's, in its folder: its slots are
+	// known and f is open. Unloaded ones wait in pending/.
+	f         File
+	slots     []slot
+	next      int // no slot below next is waiting
+	firstLive int // no slot below firstLive is unsettled
+	claimedN  int // slots claimed or settling now
+	refs      int // I/O on f or the sidecar under way outside mu
+	dsync     *groupSync
+
+	ackMu      sync.Mutex // guards the five below
+	ack        File       // the sidecar, opened on first write
+	ackSize    int64      // its length
+	ackBroken  bool       // a failed write could not be undone: write no more
+	ackPending []byte     // entries not written yet
+	ackTimer   *time.Timer
+}
+
+type slotState uint8
+
+const (
+	slotWaiting slotState = iota
+	slotClaimed
+	slotSettling // claimed, and being acked, released or quarantined
+	slotSettled
+)
+
+// slot is one record (or corrupt region) of a loaded segment: small and
+// pointer-free, as a segment of small records holds tens of thousands.
+type slot struct {
+	id       ID
+	off      uint32
+	size     uint32
+	attempts int32
+	state    slotState
+}
+
+type slotRef struct {
+	seg *segment
+	i   int
 }
 
 type quarantined struct {
@@ -92,18 +166,21 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 		dir:        dir,
 		pending:    filepath.Join(dir, pendingDir),
 		quarantine: filepath.Join(dir, quarantineDir),
-		claimed:    map[ID]entry{},
-		settling:   map[ID]bool{},
-		writing:    map[ID]bool{},
+		byKey:      map[ID]*segment{},
+		claimed:    map[ID]slotRef{},
+		logged:     map[string]bool{},
 		ready:      make(chan struct{}, 1),
+	}
+	s.segmentBytes = cfg.segmentBytes
+	if s.segmentBytes <= 0 {
+		s.segmentBytes = max(1, min(DefaultSegmentBytes, cfg.maxBytes/16))
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:]) // never fails (crypto/rand since Go 1.24)
 	s.instance = uint64(binary.LittleEndian.Uint32(rnd[:4])) << 32
 	s.owner = fmt.Sprintf("%d-%08x", os.Getpid(), binary.LittleEndian.Uint32(rnd[4:]))
 	s.mine = filepath.Join(dir, ownersDir, s.owner)
-	s.pendingSync = &groupSync{sync: func() error { return cfg.fs.SyncDir(s.pending) }}
-	s.claimedSync = &groupSync{sync: func() error { return cfg.fs.SyncDir(filepath.Join(s.mine, claimedSub)) }}
+	s.mineSync = &groupSync{sync: func() error { return cfg.fs.SyncDir(s.mine) }}
 
 	if err := s.makeFolders(); err != nil {
 		return nil, err
@@ -151,10 +228,14 @@ func (s *Spool) takeOwnership() error {
 		return diskError("open", lock, err)
 	}
 	s.unlock = unlock
-	for _, d := range []string{filepath.Join(s.mine, claimedSub), filepath.Join(s.mine, tmpSub)} {
-		if err := s.cfg.fs.MkdirAll(d, dirPerm); err != nil {
+	if err := s.cfg.fs.MkdirAll(s.mine, dirPerm); err != nil {
+		s.releaseOwnership()
+		return diskError("open", s.mine, err)
+	}
+	if s.cfg.sync == SyncDurable {
+		if err := s.cfg.fs.SyncDir(filepath.Join(s.dir, ownersDir)); err != nil {
 			s.releaseOwnership()
-			return diskError("open", d, err)
+			return diskError("open", s.mine, err)
 		}
 	}
 	return nil
@@ -182,71 +263,127 @@ func (s *Spool) PutClaimed(r *Record) error { return s.put(r, true) }
 func (s *Spool) put(r *Record, claimed bool) error {
 	rec := s.sanitize(r)
 	size := rec.Size()
-	if size > s.cfg.maxBytes || len(rec.Body) > MaxBodySize ||
-		metaSize(rec) > maxMetaSize || headerCount(rec.Header) > maxHeaders {
+	head, trailer, err := encodeHead(rec)
+	if err != nil || size > s.cfg.maxBytes {
 		s.mu.Lock()
 		s.counts.Dropped.TooLarge++
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %d bytes, cap %d", ErrTooLarge, size, s.cfg.maxBytes)
 	}
-	e := entry{id: rec.ID, size: size}
 
+	s.wmu.Lock()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.wmu.Unlock()
 		return ErrClosed
 	}
-	var victims []entry
-	for s.bytes+s.quarantineBytes+size > s.cfg.maxBytes {
-		if s.cfg.policy != DropOldest || s.queue.Len() == 0 {
-			s.counts.Dropped.Full++
-			// Give back what was evicted: the new record is not going in.
-			for _, v := range victims {
-				s.queue.push(v)
-				s.bytes += v.size
-				s.counts.Dropped.Evicted--
-			}
-			s.mu.Unlock()
-			return fmt.Errorf("%w: %d bytes stored, cap %d", ErrFull, s.bytes+s.quarantineBytes, s.cfg.maxBytes)
-		}
-		v := s.queue.pop()
-		s.bytes -= v.size
-		s.counts.Dropped.Evicted++
-		victims = append(victims, v)
+	cleanup, err := s.makeRoomLocked(size)
+	if err != nil {
+		s.counts.Dropped.Full++
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return err
 	}
-	s.bytes += size
-	s.writing[e.id] = true
+	s.diskBytes += size // reserved; given back if the write fails
 	s.ops.Add(1)
 	s.mu.Unlock()
 	defer s.ops.Done()
+	s.do(cleanup)
 
-	for _, v := range victims {
-		// ENOENT: another process has claimed or dropped it; it is gone
-		// from here either way.
-		_ = s.cfg.fs.Remove(filepath.Join(s.pending, v.name()))
+	seg, err := s.activeW(rec.ID)
+	var off int64
+	if err == nil {
+		off, err = s.appendW(seg, head, rec.Body, trailer)
 	}
-	if err := s.write(rec, e, claimed); err != nil {
+	if err != nil {
+		s.wmu.Unlock()
 		s.mu.Lock()
-		delete(s.writing, e.id)
-		s.bytes -= size
+		s.diskBytes -= size
 		s.counts.PutErrors++
 		s.mu.Unlock()
-		return diskError("put", s.dir, err)
+		return diskError("put", s.mine, err)
 	}
-	r.ID, r.Created = rec.ID, rec.Created
 
 	s.mu.Lock()
-	delete(s.writing, e.id)
-	s.counts.Stored++
+	st := slotWaiting
 	if claimed {
-		s.claimed[e.id] = e
-		s.mu.Unlock()
-		return nil
+		st = slotClaimed
+		s.claimed[rec.ID] = slotRef{seg, len(seg.slots)}
+		seg.claimedN++
 	}
-	s.queue.push(e)
+	seg.slots = append(seg.slots, slot{id: rec.ID, off: uint32(off), size: uint32(size), state: st})
+	seg.records++
+	seg.bytes += size
+	seg.live += size
+	s.counts.Stored++
+	durable := s.cfg.sync == SyncDurable
+	if durable {
+		seg.refs++
+	}
 	s.mu.Unlock()
-	s.notify()
+	var acts []action
+	if seg.bytes >= s.segmentBytes {
+		acts = s.sealW(seg)
+	}
+	s.wmu.Unlock()
+	s.do(acts)
+
+	if durable {
+		err := seg.dsync.Sync()
+		s.unref(seg)
+		if err != nil {
+			// Stored, and sent in time, but a power loss may take it.
+			return diskError("put", filepath.Join(s.mine, activeName(seg.key)), err)
+		}
+	}
+	r.ID, r.Created = rec.ID, rec.Created
+	if !claimed {
+		s.notify()
+	}
 	return nil
+}
+
+// makeRoomLocked decides what goes so that size more bytes fit under the
+// cap, and returns the deletions to carry out; it changes nothing when they
+// cannot fit. The caller holds wmu and mu.
+func (s *Spool) makeRoomLocked(size int64) ([]action, error) {
+	over := s.diskBytes + s.quarantineBytes + size - s.cfg.maxBytes
+	if over <= 0 {
+		return nil, nil
+	}
+	var victims []*segment
+	freed := int64(0)
+	// A fully settled active segment holds nothing but delivered records.
+	if a := s.active; a != nil && a.settled >= a.records && a.refs == 0 {
+		victims = append(victims, a)
+		freed += a.bytes + a.ackBytes
+	}
+	if s.cfg.policy == DropOldest {
+		for _, seg := range s.segs {
+			if freed >= over {
+				break
+			}
+			if seg.active || seg.busy || seg.gone || seg.refs > 0 || seg.claimedN > 0 {
+				continue
+			}
+			victims = append(victims, seg)
+			freed += seg.bytes + seg.ackBytes
+		}
+	}
+	if freed < over {
+		return nil, fmt.Errorf("%w: %d bytes stored, cap %d", ErrFull, s.diskBytes+s.quarantineBytes, s.cfg.maxBytes)
+	}
+	acts := make([]action, 0, len(victims))
+	for _, seg := range victims {
+		if seg == s.active {
+			s.active = nil
+			seg.active = false
+		}
+		s.counts.Dropped.Evicted += uint64(seg.records - seg.settled)
+		acts = append(acts, s.forgetLocked(seg))
+	}
+	return acts, nil
 }
 
 // sanitize returns a copy of r fit for disk: a new ID and creation time, no
@@ -255,11 +392,11 @@ func (s *Spool) sanitize(r *Record) *Record {
 	now := s.cfg.now()
 	rec := &Record{
 		ID:              ID{created: now.UnixNano(), uniq: s.instance | uint64(s.counter.Add(1))},
-		URL:             stripCredentials(r.URL),
+		URL:             s.stripCredentials(r.URL),
 		ContentType:     r.ContentType,
 		ContentEncoding: r.ContentEncoding,
 		Signal:          r.Signal,
-		Created:         now,
+		Created:         time.Unix(0, now.UnixNano()),
 		Body:            r.Body,
 	}
 	for k, vs := range r.Header {
@@ -272,6 +409,20 @@ func (s *Spool) sanitize(r *Record) *Record {
 	}
 	return rec
 }
+
+// stripCredentials is the function below, remembering its last answer:
+// nearly every record of a process goes to the same URL, and parsing it
+// each time was a tenth of the cost of storing a small record.
+func (s *Spool) stripCredentials(raw string) string {
+	if last := s.lastURL.Load(); last != nil && last.raw == raw {
+		return last.stripped
+	}
+	stripped := stripCredentials(raw)
+	s.lastURL.Store(&urlPair{raw: raw, stripped: stripped})
+	return stripped
+}
+
+type urlPair struct{ raw, stripped string }
 
 // stripCredentials drops user information and the query string, either of
 // which may carry a secret. An unparsable URL is stored as nothing rather
@@ -292,56 +443,240 @@ func stripCredentials(raw string) string {
 	return u.String()
 }
 
-// write puts the record under its final name in pending/ so that it is
-// either whole or absent, whenever the process dies.
-func (s *Spool) write(rec *Record, e entry, claimed bool) (err error) {
-	fsys := s.cfg.fs
-	head, trailer, err := encodeHead(rec)
+// activeW returns the segment to append to, starting one named after key
+// when there is none. The caller holds wmu.
+func (s *Spool) activeW(key ID) (*segment, error) {
+	if s.active != nil {
+		return s.active, nil
+	}
+	path := filepath.Join(s.mine, activeName(key))
+	f, err := s.cfg.fs.Create(path, filePerm)
 	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(s.mine, tmpSub, e.name())
-	f, err := fsys.Create(tmp, filePerm)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = fsys.Remove(tmp)
-		}
-	}()
-	if len(rec.Body) <= 32<<10 {
-		// One write for small records: syscalls dominate their cost.
-		buf := make([]byte, 0, len(head)+len(rec.Body)+crcSize)
-		buf = append(append(append(buf, head...), rec.Body...), trailer[:]...)
-		_, err = f.Write(buf)
-	} else if _, err = f.Write(head); err == nil {
-		if _, err = f.Write(rec.Body); err == nil {
-			_, err = f.Write(trailer[:])
-		}
-	}
-	if err == nil && s.cfg.sync == SyncDurable {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	dir, dirSync := s.pending, s.pendingSync
-	if claimed {
-		dir, dirSync = filepath.Join(s.mine, claimedSub), s.claimedSync
-	}
-	if err := fsys.Rename(tmp, filepath.Join(dir, e.name())); err != nil {
-		return err
+		return nil, err
 	}
 	if s.cfg.sync == SyncDurable {
-		// The record is in place now; if this sync fails, a power loss
-		// may still lose it, but the process will find and send it.
-		return dirSync.Sync()
+		if err := s.mineSync.Sync(); err != nil {
+			_ = f.Close()
+			_ = s.cfg.fs.Remove(path)
+			return nil, err
+		}
+	}
+	seg := &segment{key: key, dir: s.mine, name: activeName(key), active: true, f: f, slots: []slot{}}
+	seg.dsync = &groupSync{sync: f.Sync}
+	s.mu.Lock()
+	s.insertLocked(seg)
+	s.active = seg
+	s.mu.Unlock()
+	return seg, nil
+}
+
+// appendW writes one record at the end of seg and returns its offset. A
+// failed write is cut off again, so that nothing follows a partial record;
+// when even that fails the segment is sealed where its last good record
+// ends. The caller holds wmu.
+func (s *Spool) appendW(seg *segment, head, body []byte, trailer [crcSize]byte) (int64, error) {
+	off := seg.bytes // changes only under wmu
+	var err error
+	if len(body) <= smallRecord {
+		// One write for small records: syscalls dominate their cost.
+		bp := writeBufs.Get().(*[]byte)
+		buf := append(append(append((*bp)[:0], head...), body...), trailer[:]...)
+		_, err = seg.f.Write(buf)
+		*bp = buf[:0]
+		writeBufs.Put(bp)
+	} else if _, err = seg.f.Write(head); err == nil {
+		if _, err = seg.f.Write(body); err == nil {
+			_, err = seg.f.Write(trailer[:])
+		}
+	}
+	if err == nil {
+		return off, nil
+	}
+	if terr := seg.f.Truncate(off); terr == nil {
+		_, _ = seg.f.Seek(off, io.SeekStart)
+	}
+	// Sealed either way: if the cut failed, nothing may follow the partial
+	// record; if it worked, the disk is likely full, and a sealed segment
+	// is deleted as soon as its records are delivered, which frees space.
+	s.do(s.sealW(seg))
+	return 0, err
+}
+
+// smallRecord is the largest body written together with its framing in one
+// write, through a pooled buffer; larger ones take three writes rather than
+// a copy.
+const smallRecord = 128 << 10
+
+var writeBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, smallRecord+headerSize+maxMetaSize+crcSize)
+	return &b
+}}
+
+// sealW ends appends to seg. A sealed segment nobody has started on is
+// shared through pending/ unless it is next in line here; a fully settled
+// one is deleted. The caller holds wmu.
+func (s *Spool) sealW(seg *segment) []action {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == seg {
+		s.active = nil
+	}
+	seg.active = false
+	return s.tidyLocked(seg, s.hasOlderWorkLocked(seg))
+}
+
+// hasOlderWorkLocked tells whether records older than seg's wait to be sent,
+// in which case seg will not be needed soon.
+func (s *Spool) hasOlderWorkLocked(seg *segment) bool {
+	for _, o := range s.segs {
+		if o == seg {
+			return false
+		}
+		if !o.gone && o.records > o.settled {
+			return true
+		}
+	}
+	return false
+}
+
+// insertLocked adds seg to the index in key order.
+func (s *Spool) insertLocked(seg *segment) {
+	i, _ := slices.BinarySearchFunc(s.segs, seg.key, func(a *segment, k ID) int {
+		switch {
+		case a.key.less(k):
+			return -1
+		case k.less(a.key):
+			return 1
+		}
+		return 0
+	})
+	s.segs = slices.Insert(s.segs, i, seg)
+	s.byKey[seg.key] = seg
+}
+
+// forgetLocked removes seg from the index and returns the deletion of its
+// files.
+func (s *Spool) forgetLocked(seg *segment) action {
+	seg.gone, seg.busy = true, true
+	s.diskBytes -= seg.bytes + seg.ackBytes
+	if i := slices.Index(s.segs, seg); i >= 0 {
+		s.segs = slices.Delete(s.segs, i, i+1)
+	}
+	delete(s.byKey, seg.key)
+	return action{seg: seg, kind: actDelete}
+}
+
+// action is file work decided under mu and carried out after it.
+type action struct {
+	seg  *segment
+	kind int
+}
+
+const (
+	actDelete = iota + 1
+	actShare
+)
+
+// tidyLocked deletes seg once every record in it is settled, and shares it
+// when asked to and nothing of it has been touched. It returns the file work
+// to do after mu is released.
+func (s *Spool) tidyLocked(seg *segment, share bool) []action {
+	if seg.active || seg.busy || seg.gone || seg.refs > 0 || seg.slots == nil {
+		return nil
+	}
+	if seg.settled >= seg.records {
+		return []action{s.forgetLocked(seg)}
+	}
+	if share && seg.claimedN == 0 && seg.settled == 0 {
+		seg.busy = true
+		return []action{{seg: seg, kind: actShare}}
 	}
 	return nil
+}
+
+// do carries out file work decided under mu.
+func (s *Spool) do(acts []action) {
+	for _, a := range acts {
+		switch a.kind {
+		case actDelete:
+			s.deleteFiles(a.seg)
+		case actShare:
+			s.share(a.seg)
+		}
+	}
+}
+
+func (s *Spool) deleteFiles(seg *segment) {
+	seg.closeFiles()
+	path := filepath.Join(seg.dir, seg.name)
+	// The segment before its sidecar: a sidecar left alone is harmless, a
+	// segment left without its sidecar would be sent again.
+	if err := s.cfg.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.cfg.logger.Warn("spool: cannot delete a delivered segment", "path", path, "err", err)
+		return
+	}
+	_ = s.cfg.fs.Remove(filepath.Join(seg.dir, sidecarName(seg.key)))
+}
+
+func (seg *segment) closeFiles() {
+	if seg.f != nil {
+		_ = seg.f.Close()
+		seg.f = nil
+	}
+	seg.ackMu.Lock()
+	if seg.ack != nil {
+		_ = seg.ack.Close()
+		seg.ack = nil
+	}
+	// Whatever was not written yet is moot: the segment is deleted, or
+	// moveToPending wrote it first.
+	seg.ackPending = nil
+	if seg.ackTimer != nil {
+		seg.ackTimer.Stop()
+		seg.ackTimer = nil
+	}
+	seg.ackMu.Unlock()
+}
+
+// share moves a loaded segment to pending/ and drops its slots from memory.
+func (s *Spool) share(seg *segment) {
+	name, err := s.moveToPending(seg)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seg.busy = false
+	if err != nil {
+		s.warnOnceLocked("share:"+seg.key.String(), "spool: cannot move a segment to pending/; keeping it", "segment", seg.name, "err", err)
+		return
+	}
+	seg.closeFiles()
+	seg.slots, seg.dir, seg.name, seg.next, seg.firstLive = nil, s.pending, name, 0, 0
+}
+
+// moveToPending renames seg's sidecar, then seg, into pending/ under its
+// sealed name. The sidecar goes first so that the segment never waits in
+// pending/ without it; a failure puts the sidecar back.
+func (s *Spool) moveToPending(seg *segment) (string, error) {
+	s.flushSidecar(seg)
+	fsys := s.cfg.fs
+	name := segmentName(seg.key, seg.records, seg.bytes)
+	ackSrc, ackDst := filepath.Join(seg.dir, sidecarName(seg.key)), filepath.Join(s.pending, sidecarName(seg.key))
+	movedAck := fsys.Rename(ackSrc, ackDst) == nil
+	if err := fsys.Rename(filepath.Join(seg.dir, seg.name), filepath.Join(s.pending, name)); err != nil {
+		if movedAck {
+			_ = fsys.Rename(ackDst, ackSrc)
+		}
+		return "", err
+	}
+	return name, nil
+}
+
+// unref ends I/O on seg begun under mu, and tidies it.
+func (s *Spool) unref(seg *segment) {
+	s.mu.Lock()
+	seg.refs--
+	acts := s.tidyLocked(seg, false)
+	s.mu.Unlock()
+	s.do(acts)
 }
 
 // Claim hands out up to max of the oldest waiting records, each to be
@@ -358,42 +693,33 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 	// Registered before the rescan, so that Close waits for it too.
 	s.ops.Add(1)
 	defer s.ops.Done()
-	if s.queue.Len() == 0 && s.cfg.rescanInterval >= 0 && s.cfg.now().Sub(s.lastScan) >= s.cfg.rescanInterval {
+	if !s.waitingLocked() && s.cfg.rescanInterval >= 0 && s.cfg.now().Sub(s.lastScan) >= s.cfg.rescanInterval {
 		s.mu.Unlock()
 		if err := s.scan(); err != nil {
 			s.cfg.logger.Warn("spool: rescan failed", "dir", s.dir, "err", err)
 		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return nil, ErrClosed
-		}
+	} else {
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	var out []*Record
 	var firstErr error
-	// Records that turn out expired, gone or corrupt are not handed out,
-	// so pick again until max are or none is left: an empty result must
-	// mean that nothing is waiting.
+	// Records that turn out expired or corrupt are not handed out, so pick
+	// again until max are or none is left: an empty result must mean that
+	// nothing is waiting.
 	for len(out) < max && firstErr == nil {
-		var picked []entry
 		s.mu.Lock()
-		for len(out)+len(picked) < max && s.queue.Len() > 0 {
-			e := s.queue.pop()
-			s.claimed[e.id] = e
-			picked = append(picked, e)
-		}
+		picked, load := s.pickLocked(max - len(out))
 		s.mu.Unlock()
+		if load != nil {
+			firstErr = s.load(load)
+			continue
+		}
 		if len(picked) == 0 {
 			break
 		}
-		for _, e := range picked {
-			rec, err := s.claimOne(e)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			if rec != nil {
+		for _, p := range picked {
+			if rec := s.read(p); rec != nil {
 				out = append(out, rec)
 			}
 		}
@@ -404,98 +730,151 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 	return nil, firstErr
 }
 
-// claimOne moves e into this process's claimed folder and reads it. It
-// returns nil and no error when the record is gone or was set aside.
-func (s *Spool) claimOne(e entry) (*Record, error) {
-	fsys := s.cfg.fs
-	src := filepath.Join(s.pending, e.name())
-	if s.cfg.maxAge > 0 && s.cfg.now().Sub(e.id.Created()) > s.cfg.maxAge {
-		err := fsys.Remove(src)
-		s.forget(e, func(c *Stats) {
-			if err == nil {
-				c.Dropped.Expired++
-			}
-		})
-		return nil, nil
-	}
-	dst := filepath.Join(s.mine, claimedSub, e.name())
-	if err := fsys.Rename(src, dst); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			// Another process claimed or dropped it first.
-			s.forget(e, nil)
-			return nil, nil
+// waitingLocked tells whether any record may be waiting to be claimed.
+func (s *Spool) waitingLocked() bool {
+	for _, seg := range s.segs {
+		if !seg.gone && seg.records-seg.settled > seg.claimedN {
+			return true
 		}
-		s.mu.Lock()
-		delete(s.claimed, e.id)
-		s.queue.push(e)
-		s.mu.Unlock()
-		return nil, diskError("claim", src, err)
 	}
-	data, err := fsys.ReadFile(dst)
-	if err == nil && int64(len(data)) != e.size {
-		err = corruptf("file is %d bytes, its name says %d", len(data), e.size)
-	}
-	var rec *Record
-	if err == nil {
-		rec, err = decodeRecord(data)
-	}
-	if err != nil {
-		s.setAside(dst, e.name(), &CorruptionError{Path: src, Err: err})
-		s.forget(e, func(c *Stats) { c.Dropped.Corrupt++ })
-		return nil, nil
-	}
-	rec.ID, rec.Attempts = e.id, int(e.attempts)
-	return rec, nil
+	return false
 }
 
-// forget removes a claimed entry that is gone from disk.
-func (s *Spool) forget(e entry, count func(*Stats)) {
+// pickLocked claims up to n waiting slots, oldest first. When the oldest
+// records are in a segment not loaded yet, it returns that segment (marked
+// busy) for the caller to load first.
+func (s *Spool) pickLocked(n int) (picked []slotRef, load *segment) {
+	for _, seg := range s.segs {
+		if seg.busy || seg.gone || seg.records-seg.settled <= seg.claimedN {
+			continue
+		}
+		if seg.slots == nil {
+			if len(picked) > 0 {
+				return picked, nil
+			}
+			seg.busy = true
+			return nil, seg
+		}
+		for i := seg.next; i < len(seg.slots) && len(picked) < n; i++ {
+			sl := &seg.slots[i]
+			if sl.state != slotWaiting {
+				if i == seg.next {
+					seg.next++
+				}
+				continue
+			}
+			sl.state = slotClaimed
+			seg.claimedN++
+			seg.refs++
+			s.claimed[sl.id] = slotRef{seg, i}
+			picked = append(picked, slotRef{seg, i})
+			if i == seg.next {
+				seg.next++
+			}
+		}
+		if len(picked) == n {
+			break
+		}
+	}
+	return picked, nil
+}
+
+// read reads a claimed slot. It returns nil when the record was set aside
+// (corrupt) or dropped (expired) instead.
+func (s *Spool) read(p slotRef) *Record {
+	defer s.unref(p.seg)
 	s.mu.Lock()
-	delete(s.claimed, e.id)
-	delete(s.settling, e.id)
-	s.bytes -= e.size
+	sl := p.seg.slots[p.i]
+	f := p.seg.f
+	s.mu.Unlock()
+	if s.cfg.maxAge > 0 && s.cfg.now().Sub(sl.id.Created()) > s.cfg.maxAge {
+		s.settleSlot(p, func(c *Stats) { c.Dropped.Expired++ })
+		return nil
+	}
+	buf := make([]byte, sl.size)
+	n, err := f.ReadAt(buf, int64(sl.off))
+	var rec *Record
+	if err == nil || (err == io.EOF && n == len(buf)) {
+		rec, err = decodeRecord(buf)
+	}
+	if err == nil && rec.ID != sl.id {
+		err = corruptf("record ID %s, the index says %s", rec.ID, sl.id)
+	}
+	if err != nil {
+		path := filepath.Join(p.seg.dir, p.seg.name)
+		s.quarantineData(buf[:n], fmt.Sprintf("%s-%d.corrupt", p.seg.key, sl.off),
+			&CorruptionError{Path: fmt.Sprintf("%s@%d", path, sl.off), Err: err})
+		s.settleSlot(p, func(c *Stats) { c.Dropped.Corrupt++ })
+		return nil
+	}
+	rec.Attempts = int(sl.attempts)
+	return rec
+}
+
+// settleSlot marks a claimed slot settled for good, in memory and in the
+// sidecar, counting it with count.
+func (s *Spool) settleSlot(p slotRef, count func(*Stats)) {
+	s.mu.Lock()
+	seg := p.seg
+	sl := &seg.slots[p.i]
+	if sl.state == slotClaimed || sl.state == slotSettling {
+		seg.claimedN--
+		delete(s.claimed, sl.id)
+	}
+	sl.state = slotSettled
+	seg.settled++
+	seg.live -= int64(sl.size)
+	off := sl.off
 	if count != nil {
 		count(&s.counts)
 	}
+	seg.refs++
 	s.mu.Unlock()
+	s.appendSidecar(seg, off, opSettled)
+	s.unref(seg)
 }
 
-// Ack deletes a claimed record: it has been delivered.
+func (s *Spool) warnOnceLocked(key, msg string, args ...any) {
+	if s.logged[key] {
+		return
+	}
+	s.logged[key] = true
+	s.cfg.logger.Warn(msg, args...)
+}
+
+// Ack marks a claimed record delivered. Its segment is deleted when every
+// record in it is.
 func (s *Spool) Ack(id ID) error {
-	e, err := s.settle(id)
+	p, err := s.claimedRef(id)
 	if err != nil {
 		return err
 	}
 	defer s.ops.Done()
-	path := filepath.Join(s.mine, claimedSub, e.name())
-	if err := s.cfg.fs.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.unsettle(id)
-		return diskError("ack", path, err)
-	}
-	s.forget(e, func(c *Stats) { c.Acked++ })
+	s.settleSlot(p, func(c *Stats) { c.Acked++ })
 	return nil
 }
 
 // Release puts a claimed record back in line, its attempt count one higher.
 func (s *Spool) Release(id ID) error {
-	e, err := s.settle(id)
+	p, err := s.claimedRef(id)
 	if err != nil {
 		return err
 	}
 	defer s.ops.Done()
-	src := filepath.Join(s.mine, claimedSub, e.name())
-	next := e
-	next.attempts++
-	if err := s.cfg.fs.Rename(src, filepath.Join(s.pending, next.name())); err != nil {
-		s.unsettle(id)
-		return diskError("release", src, err)
-	}
 	s.mu.Lock()
+	seg := p.seg
+	sl := &seg.slots[p.i]
+	sl.state = slotWaiting
+	sl.attempts++
+	off := sl.off
+	seg.claimedN--
 	delete(s.claimed, id)
-	delete(s.settling, id)
-	s.queue.push(next)
+	seg.next = min(seg.next, p.i)
 	s.counts.Released++
+	seg.refs++
 	s.mu.Unlock()
+	s.appendSidecar(seg, off, opReleased)
+	s.unref(seg)
 	s.notify()
 	return nil
 }
@@ -503,94 +882,47 @@ func (s *Spool) Release(id ID) error {
 // Quarantine moves a claimed record to the dead-letter folder with the
 // reason beside it, for a person to inspect; it is never sent again.
 func (s *Spool) Quarantine(id ID, reason string) error {
-	e, err := s.settle(id)
+	p, err := s.claimedRef(id)
 	if err != nil {
 		return err
 	}
 	defer s.ops.Done()
-	src := filepath.Join(s.mine, claimedSub, e.name())
-	err = s.setAside(src, e.name(), errors.New(reason))
-	// Kept or, when it cannot be, deleted: either way it is not ours to
+	s.mu.Lock()
+	sl := p.seg.slots[p.i]
+	f := p.seg.f
+	p.seg.refs++
+	s.mu.Unlock()
+	buf := make([]byte, sl.size)
+	n, rerr := f.ReadAt(buf, int64(sl.off))
+	s.unref(p.seg)
+	err = s.quarantineData(buf[:n], entry{id: sl.id, size: int64(sl.size), attempts: sl.attempts}.name(), errors.New(reason))
+	if rerr != nil && rerr != io.EOF && err == nil {
+		err = diskError("quarantine", filepath.Join(p.seg.dir, p.seg.name), rerr)
+	}
+	// Kept or, when it cannot be, dropped: either way it is not ours to
 	// send or to hand back any more.
-	s.forget(e, nil)
+	s.settleSlot(p, nil)
 	return err
 }
 
-// settle reserves a claimed record for one Ack, Release or Quarantine,
-// which must call s.ops.Done when finished (Close waits for it) and
-// unsettle if the record stays claimed.
-func (s *Spool) settle(id ID) (entry, error) {
+// claimedRef finds a claimed record for one Ack, Release or Quarantine,
+// which must call s.ops.Done when finished (Close waits for it). A second
+// settlement of the same record fails with ErrUnknownRecord.
+func (s *Spool) claimedRef(id ID) (slotRef, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return entry{}, ErrClosed
+		return slotRef{}, ErrClosed
 	}
-	e, ok := s.claimed[id]
-	if !ok || s.settling[id] {
-		return entry{}, fmt.Errorf("%w: %s", ErrUnknownRecord, id)
+	p, ok := s.claimed[id]
+	if !ok {
+		return slotRef{}, fmt.Errorf("%w: %s", ErrUnknownRecord, id)
 	}
-	s.settling[id] = true
+	// Taken out now, so that a concurrent second call fails.
+	delete(s.claimed, id)
+	p.seg.slots[p.i].state = slotSettling
 	s.ops.Add(1)
-	return e, nil
-}
-
-func (s *Spool) unsettle(id ID) {
-	s.mu.Lock()
-	delete(s.settling, id)
-	s.mu.Unlock()
-}
-
-// setAside moves path into the quarantine under a name that sorts by the
-// time it arrived there, writes why beside it, and trims the quarantine to
-// its cap, oldest first.
-func (s *Spool) setAside(path, name string, why error) error {
-	fsys := s.cfg.fs
-	qname := fmt.Sprintf("%016x-%s", uint64(s.cfg.now().UnixNano()), name)
-	dst := filepath.Join(s.quarantine, qname)
-	size := int64(0)
-	if fi, err := fsys.Stat(path); err == nil {
-		size = fi.Size()
-	}
-	if err := fsys.Rename(path, dst); err != nil {
-		// It cannot be kept: better gone than delivered or re-read forever.
-		_ = fsys.Remove(path)
-		s.cfg.logger.Error("spool: cannot quarantine a record, deleted it", "path", path, "reason", why, "err", err)
-		return diskError("quarantine", path, err)
-	}
-	reason := []byte(why.Error() + "\n")
-	if err := writeSmallFile(fsys, dst+whyExt, reason); err == nil {
-		size += int64(len(reason))
-	}
-	s.cfg.logger.Warn("spool: record quarantined", "path", dst, "reason", why)
-
-	s.mu.Lock()
-	s.quarantined = append(s.quarantined, quarantined{name: qname, size: size})
-	s.quarantineBytes += size
-	var evict []quarantined
-	for s.quarantineBytes > s.cfg.quarantineBytes && len(s.quarantined) > 0 {
-		evict = append(evict, s.quarantined[0])
-		s.quarantineBytes -= s.quarantined[0].size
-		s.quarantined = s.quarantined[1:]
-		s.counts.Dropped.QuarantineOverflow++
-	}
-	s.mu.Unlock()
-	for _, q := range evict {
-		_ = fsys.Remove(filepath.Join(s.quarantine, q.name))
-		_ = fsys.Remove(filepath.Join(s.quarantine, q.name+whyExt))
-	}
-	return nil
-}
-
-func writeSmallFile(fsys FS, path string, data []byte) error {
-	f, err := fsys.Create(path, filePerm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return p, nil
 }
 
 // Ready receives a value after records are stored or released, so that a
@@ -620,18 +952,33 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 	s.ops.Wait()
 
+	s.wmu.Lock()
 	s.mu.Lock()
-	claimed := make([]entry, 0, len(s.claimed))
-	for _, e := range s.claimed {
-		claimed = append(claimed, e)
+	if s.active != nil {
+		s.active.active = false
+		s.active = nil
+	}
+	var mine []*segment
+	for _, seg := range s.segs {
+		if seg.slots != nil && !seg.gone {
+			mine = append(mine, seg)
+		}
 	}
 	s.mu.Unlock()
+	s.wmu.Unlock()
+
 	var firstErr error
-	for _, e := range claimed {
-		src := filepath.Join(s.mine, claimedSub, e.name())
-		if err := s.cfg.fs.Rename(src, filepath.Join(s.pending, e.name())); err != nil && firstErr == nil {
+	for _, seg := range mine {
+		if seg.settled >= seg.records {
+			s.deleteFiles(seg)
+			continue
+		}
+		// Claimed records have no note in the sidecar: they wait again.
+		_, err := s.moveToPending(seg)
+		seg.closeFiles()
+		if err != nil && firstErr == nil {
 			// Left where it is, the next process adopts it.
-			firstErr = diskError("close", src, err)
+			firstErr = diskError("close", filepath.Join(seg.dir, seg.name), err)
 		}
 	}
 	if firstErr != nil {

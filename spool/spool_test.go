@@ -45,8 +45,8 @@ func TestPutClaimAckRelease(t *testing.T) {
 			if st.Records != 3 || st.Stored != 3 || st.Claimed != 0 || !st.Oldest.Equal(t0) {
 				t.Fatalf("after 3 puts: %+v", st)
 			}
-			if n := len(recordFiles(t, dir, pendingDir)); n != 3 {
-				t.Fatalf("%d files in pending/, want 3", n)
+			if n := len(stored(t, dir, "")); n != 3 {
+				t.Fatalf("%d records on disk, want 3", n)
 			}
 			checkBytes(t, s)
 
@@ -65,9 +65,6 @@ func TestPutClaimAckRelease(t *testing.T) {
 			st = s.Stats()
 			if st.Records != 3 || st.Claimed != 2 || !st.Oldest.Equal(t0) {
 				t.Errorf("after claiming 2: %+v", st)
-			}
-			if n := len(recordFiles(t, dir, ownersDir)); n != 2 {
-				t.Errorf("%d files under owners/, want the 2 claimed", n)
 			}
 			checkBytes(t, s)
 
@@ -132,8 +129,12 @@ func TestPutClaimAckRelease(t *testing.T) {
 			if st := s.Stats(); st.Records != 0 || st.Bytes != 0 || !st.Oldest.IsZero() || st.Acked != 2 {
 				t.Errorf("all acked: %+v", st)
 			}
-			if f := recordFiles(t, dir, pendingDir, ownersDir); len(f) != 0 {
-				t.Errorf("files left after acking everything: %v", f)
+			if f := stored(t, dir, ""); len(f) != 0 {
+				t.Errorf("records left after acking everything: %v", f)
+			}
+			s.Close()
+			if f := files(t, dir, pendingDir, ownersDir); len(f) != 0 {
+				t.Errorf("files left after acking everything and closing: %v", f)
 			}
 		})
 	}
@@ -166,8 +167,8 @@ func TestPutClaimed(t *testing.T) {
 	if st.Records != 3 || st.Claimed != 3 || st.Stored != 3 {
 		t.Errorf("Stats %+v", st)
 	}
-	if n := len(recordFiles(t, dir, filepath.Join(ownersDir, s.owner, claimedSub))); n != 3 {
-		t.Errorf("%d files in this process's claimed/, want 3", n)
+	if n := len(stored(t, dir, ownersDir)); n != 3 {
+		t.Errorf("%d records in this process's folder, want 3", n)
 	}
 	checkBytes(t, s)
 	if rs, _ := s.Claim(10); len(rs) != 0 {
@@ -194,7 +195,7 @@ func TestPutClaimed(t *testing.T) {
 	}
 }
 
-// TestAttempts: each Release adds one attempt, kept in the file name, so it
+// TestAttempts: each Release adds one attempt, kept in the sidecar, so it
 // survives reopening; Close and adoption add none.
 func TestAttempts(t *testing.T) {
 	for _, releases := range []int{0, 1, 2, 5} {
@@ -221,9 +222,8 @@ func TestAttempts(t *testing.T) {
 				t.Fatal("nothing to claim")
 			}
 			s.Close()
-			names := recordFiles(t, dir, pendingDir)
-			if len(names) != 1 || !strings.HasSuffix(names[0], fmt.Sprintf("-%d.rec", releases)) {
-				t.Errorf("files %v, want one ending -%d.rec", names, releases)
+			if rs := stored(t, dir, pendingDir); len(rs) != 1 || rs[0].Attempts != releases {
+				t.Errorf("records in pending/ %+v, want one with %d attempts", rs, releases)
 			}
 			s = open(t, dir)
 			rs, err := s.Claim(1)
@@ -338,7 +338,7 @@ func TestQuarantineCap(t *testing.T) {
 	}
 	kept := func() []string {
 		var out []string
-		for _, p := range recordFiles(t, dir, quarantineDir) {
+		for _, p := range quarantinedRecords(t, dir) {
 			data, _ := os.ReadFile(filepath.Join(dir, p))
 			r, err := decodeRecord(data)
 			if err != nil {
@@ -623,7 +623,8 @@ func TestMaxAge(t *testing.T) {
 			if st.Dropped.Expired != c.expired || st.Records != len(c.want) {
 				t.Errorf("Expired %d Records %d; want %d %d", st.Dropped.Expired, st.Records, c.expired, len(c.want))
 			}
-			if n := len(recordFiles(t, dir, pendingDir, ownersDir)); n != len(c.want) {
+			s.flushSidecars()
+			if n := len(stored(t, dir, "")); n != len(c.want) {
 				t.Errorf("%d record files on disk, want %d", n, len(c.want))
 			}
 			checkBytes(t, s)
@@ -751,7 +752,7 @@ func TestClosed(t *testing.T) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
 		}
 	}
-	if n := len(recordFiles(t, dir, pendingDir)); n != 2 {
+	if n := len(stored(t, dir, pendingDir)); n != 2 {
 		t.Errorf("%d records in pending/ after Close, want 2", n)
 	}
 }
@@ -769,7 +770,7 @@ func TestCloseReturnsClaimed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(recordFiles(t, dir, pendingDir)); n != 3 {
+	if n := len(stored(t, dir, pendingDir)); n != 3 {
 		t.Errorf("%d records in pending/, want 3", n)
 	}
 	if left, _ := os.ReadDir(filepath.Join(dir, ownersDir)); len(left) != 0 {
@@ -953,7 +954,7 @@ func TestFileModes(t *testing.T) {
 	s.Quarantine(rs[0].ID, "why")
 	mine := filepath.Join(dir, ownersDir, s.owner)
 	for _, d := range []string{dir, filepath.Dir(dir), filepath.Join(dir, pendingDir), filepath.Join(dir, quarantineDir),
-		filepath.Join(dir, ownersDir), mine, filepath.Join(mine, claimedSub), filepath.Join(mine, tmpSub)} {
+		filepath.Join(dir, ownersDir), mine} {
 		fi, err := os.Stat(d)
 		if err != nil {
 			t.Fatal(err)
@@ -962,8 +963,9 @@ func TestFileModes(t *testing.T) {
 			t.Errorf("%s: mode %v, want drwx------", d, fi.Mode())
 		}
 	}
+	s.flushSidecars()
 	all := files(t, dir, ".")
-	if len(all) != 5 { // 1 pending, 1 claimed, quarantined + .why, lock
+	if len(all) != 5 { // the segment, its sidecar, quarantined + .why, lock
 		t.Errorf("files %v", all)
 	}
 	for _, p := range all {

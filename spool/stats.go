@@ -4,9 +4,15 @@ import "time"
 
 // Stats is a snapshot of a spool, as this process sees it.
 type Stats struct {
-	// Records and Bytes waiting or being sent.
+	// Records and Bytes waiting or being sent. Bytes is estimated, in
+	// proportion to their records, for segments another process left part
+	// sent until this one starts on them.
 	Records int
 	Bytes   int64
+	// DiskBytes is what the spool's files take, delivered records in
+	// segments not yet fully delivered included: what the cap counts,
+	// with QuarantineBytes.
+	DiskBytes int64
 	// Claimed records are being sent now.
 	Claimed int
 	// Oldest is the creation time of the oldest record; zero when empty.
@@ -49,22 +55,31 @@ func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.counts
-	st.Records = s.queue.Len() + len(s.claimed)
 	st.Claimed = len(s.claimed)
-	st.Bytes = s.bytes
+	st.DiskBytes = s.diskBytes
 	st.Quarantined = len(s.quarantined)
 	st.QuarantineBytes = s.quarantineBytes
-	var oldest ID
-	if s.queue.Len() > 0 {
-		oldest = s.queue.peek().id
-	}
-	for id := range s.claimed {
-		if oldest == (ID{}) || id.less(oldest) {
-			oldest = id
+	for _, seg := range s.segs {
+		if seg.gone || seg.records <= seg.settled {
+			continue
 		}
-	}
-	if oldest != (ID{}) {
-		st.Oldest = oldest.Created()
+		st.Records += seg.records - seg.settled
+		st.Bytes += seg.live
+		if !st.Oldest.IsZero() {
+			continue
+		}
+		st.Oldest = seg.key.Created()
+		if seg.oldest != (ID{}) {
+			st.Oldest = seg.oldest.Created()
+		}
+		if seg.slots != nil {
+			for seg.firstLive < len(seg.slots) && seg.slots[seg.firstLive].state == slotSettled {
+				seg.firstLive++
+			}
+			if seg.firstLive < len(seg.slots) {
+				st.Oldest = seg.slots[seg.firstLive].id.Created()
+			}
+		}
 	}
 	return st
 }

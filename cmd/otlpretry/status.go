@@ -47,7 +47,7 @@ func formatStatus(r *spoolinfo.Report) string {
 		fmt.Fprintf(tw, "  %s\t%d\texports\t%s\toldest %s\n", name, g.Records, humanBytes(g.Bytes), age(g))
 	}
 	row("waiting", r.Waiting)
-	row("being sent", r.Claimed)
+	row("held by a process", r.Held)
 	row("total", r.Total)
 	fmt.Fprintf(tw, "  quarantined\t%d\texports\t%s\t\n", r.Quarantined.Records, humanBytes(r.Quarantined.Bytes))
 	tw.Flush()

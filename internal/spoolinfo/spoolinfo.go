@@ -1,15 +1,9 @@
 // Package spoolinfo reports what a spool folder holds without opening it as
 // a spool: it takes no lock and creates, moves or deletes nothing, so it is
-// safe while a relay or an application uses the folder. It lists pending/
-// and owners/*/claimed/ and reads, of each record, only the fixed header
-// and the meta block (URL, content type, encoding, signal), verifying the
-// meta checksum; bodies are never read.
-//
-// The record format is the one documented in spool/codec.go and file names
-// the one in spool/name.go; the spool package has no exported read-only
-// API for this (see the report for the one proposed), so this package
-// parses both itself, and its tests check it against records written by
-// spool.Put.
+// safe while a relay or an application uses the folder. It walks the
+// segments with spool.Walk, which reads of each record only the header and
+// the meta block (URL, content type, encoding, signal), verifying the meta
+// checksum; bodies are never read.
 package spoolinfo
 
 import (
@@ -64,21 +58,21 @@ type Quarantine struct {
 // Report is what a spool folder holds.
 type Report struct {
 	Dir string `json:"dir"`
-	// Total is Waiting and Claimed together.
+	// Total is Waiting and Held together.
 	Total Group `json:"total"`
-	// Waiting records are in pending/, in line to be sent.
+	// Waiting records are in pending/, in line to be sent by any process.
 	Waiting Group `json:"waiting"`
-	// Claimed records are being sent by a running process, or were left
-	// by one that stopped and will be taken back by the next to open the
-	// folder.
-	Claimed Group `json:"claimed"`
+	// Held records are in a process's own folder: written or being sent
+	// by a running process, or left by one that stopped, to be taken back
+	// by the next to open the folder.
+	Held Group `json:"held"`
 	// Attempted counts the records that have had at least one failed
 	// delivery attempt.
 	Attempted   int        `json:"attempted"`
 	Endpoints   []Endpoint `json:"endpoints"`
 	Quarantined Quarantine `json:"quarantined"`
-	// Unreadable counts files in pending/ or claimed/ that are not records
-	// or whose header is damaged; the spool quarantines them when it claims
+	// Unreadable counts damaged regions of segments, and files in pending/
+	// that are not segments; the spool quarantines them when it gets to
 	// them.
 	Unreadable int `json:"unreadable"`
 	// Processes counts the owner folders: processes using the spool now,
@@ -91,7 +85,6 @@ const (
 	pendingDir    = "pending"
 	ownersDir     = "owners"
 	quarantineDir = "quarantine"
-	claimedSub    = "claimed"
 	whyExt        = ".why"
 )
 
@@ -109,70 +102,55 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 	}
 	r := &Report{Dir: dir, Endpoints: []Endpoint{}}
 	byKey := map[[2]string]*Endpoint{}
-	seen := map[string]bool{} // record IDs, in case one moves between listings
-
-	visit := func(folder string, g *Group) error {
-		names, err := readDirNames(folder)
+	seen := map[spool.ID]bool{} // in case a segment moves during the walk
+	err = spool.Walk(dir, func(sr spool.StoredRecord, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // an owner that closed meanwhile
-			}
-			return err
+			r.Unreadable++
+			return nil
 		}
-		sort.Strings(names)
-		for _, name := range names {
-			n, ok := ParseName(name)
-			if !ok {
-				if !strings.HasPrefix(name, ".") {
-					r.Unreadable++
-				}
-				continue
-			}
-			if seen[n.ID] {
-				continue
-			}
-			m, err := ReadMeta(filepath.Join(folder, name))
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // delivered or moved since the listing
-			}
-			seen[n.ID] = true
-			if err != nil {
-				r.Unreadable++
-				continue
-			}
-			g.add(n.Created, n.Size)
-			r.Total.add(n.Created, n.Size)
-			if n.Attempts > 0 {
-				r.Attempted++
-			}
-			key := [2]string{m.URL, m.Signal.String()}
-			e := byKey[key]
-			if e == nil {
-				e = &Endpoint{URL: m.URL, Signal: m.Signal.String()}
-				byKey[key] = e
-			}
-			e.add(n.Created, n.Size)
+		if seen[sr.Record.ID] {
+			return nil
 		}
+		seen[sr.Record.ID] = true
+		g := &r.Waiting
+		if sr.Owner != "" {
+			g = &r.Held
+		}
+		created := sr.Record.Created
+		g.add(created, sr.Size)
+		r.Total.add(created, sr.Size)
+		if sr.Attempts > 0 {
+			r.Attempted++
+		}
+		key := [2]string{sr.Record.URL, sr.Record.Signal.String()}
+		e := byKey[key]
+		if e == nil {
+			e = &Endpoint{URL: sr.Record.URL, Signal: sr.Record.Signal.String()}
+			byKey[key] = e
+		}
+		e.add(created, sr.Size)
 		return nil
-	}
-	if err := visit(filepath.Join(dir, pendingDir), &r.Waiting); err != nil {
+	})
+	if err != nil {
 		return nil, err
+	}
+	if names, err := readDirNames(filepath.Join(dir, pendingDir)); err == nil {
+		for _, name := range names {
+			if !strings.HasSuffix(name, ".seg") && !strings.HasSuffix(name, ".ack") && !strings.HasPrefix(name, ".") {
+				r.Unreadable++
+			}
+		}
 	}
 	owners, err := readDirNames(filepath.Join(dir, ownersDir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	sort.Strings(owners)
 	for _, o := range owners {
 		if strings.HasSuffix(o, ".lock") || strings.HasPrefix(o, ".") {
 			continue
 		}
-		if fi, err := os.Stat(filepath.Join(dir, ownersDir, o)); err != nil || !fi.IsDir() {
-			continue
-		}
-		r.Processes++
-		if err := visit(filepath.Join(dir, ownersDir, o, claimedSub), &r.Claimed); err != nil {
-			return nil, err
+		if fi, err := os.Stat(filepath.Join(dir, ownersDir, o)); err == nil && fi.IsDir() {
+			r.Processes++
 		}
 	}
 	if q, err := readDirNames(filepath.Join(dir, quarantineDir)); err == nil {
@@ -201,7 +179,7 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 	})
 	r.Total.finish(now)
 	r.Waiting.finish(now)
-	r.Claimed.finish(now)
+	r.Held.finish(now)
 	return r, nil
 }
 
@@ -212,55 +190,4 @@ func readDirNames(dir string) ([]string, error) {
 	}
 	defer f.Close()
 	return f.Readdirnames(-1)
-}
-
-// Name is what a record's file name says:
-// <created:16 hex>-<uniq:16 hex>-<size>-<attempts>.rec.
-type Name struct {
-	ID       string // created-uniq, as spool.ID.String()
-	Created  time.Time
-	Size     int64
-	Attempts int
-}
-
-// ParseName reads a record file name; ok is false for any other name.
-func ParseName(name string) (n Name, ok bool) {
-	rn, ok := spool.ParseRecordName(name)
-	if !ok {
-		return n, false
-	}
-	return Name{ID: rn.ID.String(), Created: rn.ID.Created(), Size: rn.Size, Attempts: rn.Attempts}, true
-}
-
-// Meta is a record's addressing, without its body.
-type Meta struct {
-	URL             string
-	ContentType     string
-	ContentEncoding string
-	Signal          spool.Signal
-	Created         time.Time
-	Headers         int // allow-listed headers stored with it
-	BodySize        int
-}
-
-// ReadMeta reads and verifies the header and meta block of the record file
-// at path, and nothing of its body.
-func ReadMeta(path string) (*Meta, error) {
-	rec, bodySize, err := spool.ReadRecordMeta(path)
-	if err != nil {
-		return nil, err
-	}
-	headers := 0
-	for _, vs := range rec.Header {
-		headers += len(vs)
-	}
-	return &Meta{
-		URL:             rec.URL,
-		ContentType:     rec.ContentType,
-		ContentEncoding: rec.ContentEncoding,
-		Signal:          rec.Signal,
-		Created:         rec.Created,
-		Headers:         headers,
-		BodySize:        bodySize,
-	}, nil
 }
