@@ -3,8 +3,8 @@
 // writes a markdown table and PNG plots of what each delivered, lost and
 // cost.
 //
-//	GOWORK=off go -C bench run .             # the full run, about 25 minutes
-//	GOWORK=off go -C bench run . -quick      # every scenario in miniature, about 2 minutes
+//	GOWORK=off go -C bench run .             # the full run, about 15 minutes
+//	GOWORK=off go -C bench run . -quick      # every scenario in miniature, about 1.5 minutes
 //
 // Results go to bench/results (-out, relative to bench/). Systems:
 //
@@ -81,7 +81,7 @@ func defaultConfig() config {
 		batch:       8,
 		backlogRate: 1000,
 		drainLimit:  5 * time.Minute,
-		rounds:      2,
+		rounds:      3,
 		scenarios:   allScenarios,
 		systems:     allSystems,
 	}
