@@ -127,7 +127,7 @@ func TestCancelKillsChildren(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	w := &watchWriter{t: t, match: "steady: ", seen: make(chan struct{})}
+	w := &watchWriter{t: t, match: "steady, round 1: ", seen: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
 		_, err := run(ctx, c, w)

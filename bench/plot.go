@@ -42,8 +42,14 @@ func writePlots(c config, rep *report) (map[string][]string, error) {
 			files[s] = names
 			continue
 		}
+		var first []*result // the steady run is repeated; its first round is drawn
+		for _, r := range rs {
+			if r.Round <= 1 {
+				first = append(first, r)
+			}
+		}
 		name := "received-" + s + ".png"
-		if err := receivedPlot(c, s, rs, filepath.Join(c.out, name)); err != nil {
+		if err := receivedPlot(c, s, first, filepath.Join(c.out, name)); err != nil {
 			return nil, err
 		}
 		files[s] = []string{name}

@@ -72,44 +72,97 @@ var systemText = map[string]string{
 	"limit": "the application's exporter hands its payloads to a buffer in memory that the driver tells when the endpoint goes down and comes back; it posts them with a plain HTTP client, 4 at a time (otlpretry's concurrency), at once on the return. No layer, no disk: what nothing can beat.",
 }
 
+// timedRow is one system in a time-based scenario: counts summed over the
+// rounds (the steady run is repeated), CPU and memory medians.
+type timedRow struct {
+	sys                                    string
+	produced, outage, received, lost, dups int64
+	recovery                               float64
+	cpu, appCPU                            float64
+	cpus                                   []float64
+	rss, appRSS, disk                      int64
+}
+
+func timedRows(rs []*result) []timedRow {
+	var rows []timedRow
+	for _, sys := range allSystems {
+		row := timedRow{sys: sys, recovery: -1}
+		var cpu, appCPU, rss, appRSS []float64
+		for _, r := range rs {
+			if r.System != sys {
+				continue
+			}
+			row.produced += r.Produced
+			row.outage += r.Outage
+			row.received += r.Received
+			row.lost += r.Lost
+			row.dups += r.Duplicates
+			row.recovery = r.Recovery // outage scenarios run once
+			cpu = append(cpu, r.WorkerCPU)
+			appCPU = append(appCPU, r.AppCPU)
+			rss = append(rss, float64(r.WorkerRSS))
+			appRSS = append(appRSS, float64(r.AppRSS))
+			row.disk = max(row.disk, r.PeakDisk)
+		}
+		if len(cpu) == 0 {
+			continue
+		}
+		row.cpus = cpu
+		row.cpu, row.appCPU = median(cpu), median(appCPU)
+		row.rss, row.appRSS = int64(median(rss)), int64(median(appRSS))
+		rows = append(rows, row)
+	}
+	return rows
+}
+
 func timedTable(b *strings.Builder, rs []*result, outage bool) {
+	rounds := 0
+	for _, r := range rs {
+		rounds = max(rounds, r.Round)
+	}
+	cpuHead := "CPU s"
+	if rounds > 1 {
+		fmt.Fprintf(b, "%d rounds, every system at once in each: spans summed over the rounds; CPU and memory are medians, with each round's CPU in brackets.\n\n", rounds)
+		cpuHead = "CPU s (each round)"
+	}
 	if outage {
-		fmt.Fprintf(b, "| System | produced | produced in the outage | received | lost | duplicates | recovery | CPU s | peak RSS MiB | app CPU s | app peak RSS MiB | peak disk MiB |\n")
+		fmt.Fprintf(b, "| System | produced | produced in the outage | received | lost | duplicates | recovery | %s | peak RSS MiB | app CPU s | app peak RSS MiB | peak disk MiB |\n", cpuHead)
 		fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	} else {
-		fmt.Fprintf(b, "| System | produced | received | lost | duplicates | CPU s | peak RSS MiB | app CPU s | app peak RSS MiB | peak disk MiB |\n")
+		fmt.Fprintf(b, "| System | produced | received | lost | duplicates | %s | peak RSS MiB | app CPU s | app peak RSS MiB | peak disk MiB |\n", cpuHead)
 		fmt.Fprintf(b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	}
-	for _, r := range rs {
+	for _, r := range timedRows(rs) {
 		appCPU, appRSS := "", ""
-		if r.System == "C" || r.System == "D" {
-			appCPU, appRSS = f2(r.AppCPU), mib(r.AppRSS)
+		if r.sys == "C" || r.sys == "D" {
+			appCPU, appRSS = f2(r.appCPU), mib(r.appRSS)
+		}
+		cpu := f2(r.cpu)
+		if len(r.cpus) > 1 {
+			var each []string
+			for _, c := range r.cpus {
+				each = append(each, f2(c))
+			}
+			cpu += " (" + strings.Join(each, ", ") + ")"
+		}
+		disk := ""
+		if r.sys == "B" || r.sys == "C" || r.sys == "D" {
+			disk = mib(r.disk)
 		}
 		if outage {
-			rec := "never"
-			if r.Recovery >= 0 {
-				rec = f2(r.Recovery) + " s"
-			}
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				systemLabel[r.System], num(r.Produced), num(r.Outage), num(r.Received), num(r.Lost), num(r.Duplicates), rec,
-				f2(r.WorkerCPU), mib(r.WorkerRSS), appCPU, appRSS, diskText(r))
+				systemLabel[r.sys], num(r.produced), num(r.outage), num(r.received), num(r.lost), num(r.dups), recText(r.recovery),
+				cpu, mib(r.rss), appCPU, appRSS, disk)
 		} else {
 			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-				systemLabel[r.System], num(r.Produced), num(r.Received), num(r.Lost), num(r.Duplicates),
-				f2(r.WorkerCPU), mib(r.WorkerRSS), appCPU, appRSS, diskText(r))
+				systemLabel[r.sys], num(r.produced), num(r.received), num(r.lost), num(r.dups),
+				cpu, mib(r.rss), appCPU, appRSS, disk)
 		}
 	}
 	if outage {
 		fmt.Fprintf(b, "\nRecovery: from the endpoint's return until every span produced before it had been received (checked every 50 ms); \"never\" when some were lost.\n")
 	}
 	fmt.Fprintln(b)
-}
-
-func diskText(r *result) string {
-	if r.System != "B" && r.System != "C" && r.System != "D" {
-		return ""
-	}
-	return mib(r.PeakDisk)
 }
 
 // backlogRow is one system's backlog figures over the rounds: medians,
@@ -358,16 +411,44 @@ func targetsTable(b *strings.Builder, rep *report) {
 		}
 	}
 
-	// Steady CPU and memory.
-	if a, bb := get("steady", "A"), get("steady", "B"); len(a) > 0 && len(bb) > 0 && a[0].WorkerCPU > 0 {
-		ratio := bb[0].WorkerCPU / a[0].WorkerCPU
-		ts = append(ts, target{"Steady run: B's CPU within 5 % of A's",
-			fmt.Sprintf("%s s vs %s s: %+.0f %%", f2(bb[0].WorkerCPU), f2(a[0].WorkerCPU), 100*(ratio-1)), verdict(ratio <= 1.05)})
+	// Steady CPU and memory, compared within each round.
+	steady := map[int]map[string]*result{}
+	for _, r := range rep.resultsOf("steady") {
+		if steady[r.Round] == nil {
+			steady[r.Round] = map[string]*result{}
+		}
+		steady[r.Round][r.System] = r
 	}
-	if c, d := get("steady", "C"), get("steady", "D"); len(c) > 0 && len(d) > 0 {
+	var bOverA, dOverC, dRSSOverC []float64
+	var aCPU, bCPU, cCPU, dCPU, cRSS, dRSS []float64
+	for n := 1; n <= len(steady); n++ {
+		round := steady[n]
+		if a, b := round["A"], round["B"]; a != nil && b != nil && a.WorkerCPU > 0 {
+			bOverA = append(bOverA, b.WorkerCPU/a.WorkerCPU)
+			aCPU, bCPU = append(aCPU, a.WorkerCPU), append(bCPU, b.WorkerCPU)
+		}
+		if c, d := round["C"], round["D"]; c != nil && d != nil && c.WorkerCPU > 0 && c.WorkerRSS > 0 {
+			dOverC = append(dOverC, d.WorkerCPU/c.WorkerCPU)
+			dRSSOverC = append(dRSSOverC, float64(d.WorkerRSS)/float64(c.WorkerRSS))
+			cCPU, dCPU = append(cCPU, c.WorkerCPU), append(dCPU, d.WorkerCPU)
+			cRSS, dRSS = append(cRSS, float64(c.WorkerRSS)), append(dRSS, float64(d.WorkerRSS))
+		}
+	}
+	if len(bOverA) > 0 {
+		ratio := median(bOverA)
+		var each []string
+		for _, x := range bOverA {
+			each = append(each, fmt.Sprintf("%+.0f %%", 100*(x-1)))
+		}
+		ts = append(ts, target{"Steady run: B's CPU within 5 % of A's",
+			fmt.Sprintf("%+.0f %% (median of the rounds: %s); %s s vs %s s (medians)", 100*(ratio-1), strings.Join(each, ", "), f2(median(bCPU)), f2(median(aCPU))),
+			verdict(ratio <= 1.05)})
+	}
+	if len(dOverC) > 0 {
 		ts = append(ts, target{"Steady run: D's CPU and memory below C's",
-			fmt.Sprintf("relay %s s, %s MiB; Collector %s s, %s MiB", f2(d[0].WorkerCPU), mib(d[0].WorkerRSS), f2(c[0].WorkerCPU), mib(c[0].WorkerRSS)),
-			verdict(d[0].WorkerCPU < c[0].WorkerCPU && d[0].WorkerRSS < c[0].WorkerRSS)})
+			fmt.Sprintf("relay %s s, %s MiB; Collector %s s, %s MiB (medians); relay/Collector per round: CPU %.2f, memory %.2f (medians)",
+				f2(median(dCPU)), mib(int64(median(dRSS))), f2(median(cCPU)), mib(int64(median(cRSS))), median(dOverC), median(dRSSOverC)),
+			verdict(median(dOverC) < 1 && median(dRSSOverC) < 1)})
 	}
 
 	fmt.Fprintf(b, "| Target | Measured | Verdict |\n|---|---|---|\n")

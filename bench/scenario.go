@@ -158,7 +158,7 @@ func (tr *tracker) result() (time.Duration, int) {
 // runTimed runs the steady scenario or one outage scenario with every
 // system at once: the same load from the same instant, the same outage at
 // the same instants.
-func (e *env) runTimed(ctx context.Context, scenario string) (results []*result, err error) {
+func (e *env) runTimed(ctx context.Context, scenario string, round int) (results []*result, err error) {
 	c := e.cfg
 	mode := faultMode(scenario)
 	length := c.steady
@@ -176,7 +176,7 @@ func (e *env) runTimed(ctx context.Context, scenario string) (results []*result,
 		}
 	}()
 	for _, sys := range c.systems {
-		l, err := e.newLane(ctx, scenario, sys, spec, otlptest.Pass)
+		l, err := e.newLane(ctx, fmt.Sprintf("%s-%d", scenario, round), sys, spec, otlptest.Pass)
 		if err != nil {
 			return nil, fmt.Errorf("%s, system %s: %w", scenario, sys, err)
 		}
@@ -254,7 +254,7 @@ func (e *env) runTimed(ctx context.Context, scenario string) (results []*result,
 			return nil, err
 		}
 	} else {
-		e.log("steady: %v at %d spans/s", length, c.rate)
+		e.log("steady, round %d: %v at %d spans/s", round, length, c.rate)
 	}
 
 	// The load ends on its own; then everything produced should arrive.
@@ -290,6 +290,7 @@ func (e *env) runTimed(ctx context.Context, scenario string) (results []*result,
 	}
 	for _, l := range lanes {
 		r := e.finalCounts(scenario, l)
+		r.Round = round
 		app, work := usages[l][0], usages[l][1]
 		r.AppCPU, r.AppRSS = app.cpu.Seconds(), app.peakRSS
 		r.WorkerCPU, r.WorkerRSS = work.cpu.Seconds(), work.peakRSS
