@@ -7,7 +7,7 @@ import (
 
 func TestPutClaimedIsNotClaimableAndSettles(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := Open(dir, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestPutClaimedIsNotClaimableAndSettles(t *testing.T) {
 // next one.
 func TestPutClaimedAdoptedAfterOwnerDies(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := Open(dir, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestPutClaimedAdoptedAfterOwnerDies(t *testing.T) {
 	if err := s.unlock(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(dir)
+	s2, err := Open(dir, WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

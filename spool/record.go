@@ -87,6 +87,8 @@ type Record struct {
 	// by Release.
 	Attempts int
 	Body     []byte
+
+	buf *[]byte // the pooled buffer Body lies in, for Recycle
 }
 
 // Size is the number of bytes the record takes on disk.

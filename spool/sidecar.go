@@ -100,9 +100,16 @@ func (s *Spool) flushSidecar(seg *segment) {
 	s.mu.Unlock()
 }
 
-// flushSidecars writes what every loaded segment's sidecar has gathered.
+// flushSidecars writes what every loaded segment's sidecar has gathered,
+// and waits for segment deletions under way.
 func (s *Spool) flushSidecars() {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.ops.Add(1)
+	defer s.ops.Done()
 	var segs []*segment
 	for _, seg := range s.segs {
 		if seg.slots != nil && !seg.gone && !seg.busy {
@@ -115,17 +122,11 @@ func (s *Spool) flushSidecars() {
 		s.flushSidecar(seg)
 		s.unref(seg)
 	}
+	s.deleting.Wait()
 }
 
 // Flush writes what the spool has noted about settled records and not
-// written yet (it does so within a second, and on Close), so that a tool
-// reading the folder now, with Walk, sees every settlement made before the
-// call.
-func (s *Spool) Flush() {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if !closed {
-		s.flushSidecars()
-	}
-}
+// written yet (it does so within a second, and on Close), and finishes
+// deleting delivered segments, so that a tool reading the folder now, with
+// Walk, sees every settlement made before the call.
+func (s *Spool) Flush() { s.flushSidecars() }

@@ -71,7 +71,8 @@ type Spool struct {
 	mineSync                       *groupSync
 	ready                          chan struct{}
 
-	ops sync.WaitGroup // operations under way, waited for by Close
+	ops      sync.WaitGroup // operations under way, waited for by Close
+	deleting sync.WaitGroup // segment deletions under way, waited for by Flush
 
 	// wmu serialises puts: the cap check, the append and the choice of the
 	// active segment. Taken before mu, never after.
@@ -295,6 +296,14 @@ func (s *Spool) put(r *Record, claimed bool) error {
 	var off int64
 	if err == nil {
 		off, err = s.appendW(seg, head, rec.Body, trailer)
+	}
+	if err != nil && isNoSpace(err) {
+		// Delivered segments being deleted in the background may be about
+		// to give the space back: try once more when they are gone.
+		s.deleting.Wait()
+		if seg, err = s.activeW(rec.ID); err == nil {
+			off, err = s.appendW(seg, head, rec.Body, trailer)
+		}
 	}
 	if err != nil {
 		s.wmu.Unlock()
@@ -599,7 +608,17 @@ func (s *Spool) do(acts []action) {
 	for _, a := range acts {
 		switch a.kind {
 		case actDelete:
-			s.deleteFiles(a.seg)
+			// In the background: unlinking a segment of megabytes whose
+			// pages are still dirty takes the kernel milliseconds, which
+			// the Ack that finished the segment need not wait for. Every
+			// caller of do is an operation, so Close waits for it.
+			s.ops.Add(1)
+			s.deleting.Add(1)
+			go func() {
+				defer s.ops.Done()
+				defer s.deleting.Done()
+				s.deleteFiles(a.seg)
+			}()
 		case actShare:
 			s.share(a.seg)
 		}
@@ -791,7 +810,8 @@ func (s *Spool) read(p slotRef) *Record {
 		s.settleSlot(p, func(c *Stats) { c.Dropped.Expired++ })
 		return nil
 	}
-	buf := make([]byte, sl.size)
+	bp := getReadBuf(int(sl.size))
+	buf := *bp
 	n, err := f.ReadAt(buf, int64(sl.off))
 	var rec *Record
 	if err == nil || (err == io.EOF && n == len(buf)) {
@@ -805,9 +825,11 @@ func (s *Spool) read(p slotRef) *Record {
 		s.quarantineData(buf[:n], fmt.Sprintf("%s-%d.corrupt", p.seg.key, sl.off),
 			&CorruptionError{Path: fmt.Sprintf("%s@%d", path, sl.off), Err: err})
 		s.settleSlot(p, func(c *Stats) { c.Dropped.Corrupt++ })
+		putReadBuf(bp)
 		return nil
 	}
 	rec.Attempts = int(sl.attempts)
+	rec.buf = bp
 	return rec
 }
 

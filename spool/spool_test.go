@@ -129,6 +129,7 @@ func TestPutClaimAckRelease(t *testing.T) {
 			if st := s.Stats(); st.Records != 0 || st.Bytes != 0 || !st.Oldest.IsZero() || st.Acked != 2 {
 				t.Errorf("all acked: %+v", st)
 			}
+			s.Flush()
 			if f := stored(t, dir, ""); len(f) != 0 {
 				t.Errorf("records left after acking everything: %v", f)
 			}
