@@ -113,7 +113,8 @@ func write(c config, rep *report) error {
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(rep, "", " ")
+	// Compact: the time series make it large.
+	js, err := json.Marshal(rep)
 	if err != nil {
 		return err
 	}
