@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -408,7 +409,7 @@ func sampler(lanes []*lane, origin time.Time, stop <-chan struct{}) *sync.WaitGr
 func (l *lane) sampleNow(origin time.Time, withDisk bool) {
 	st := l.app.lastStat()
 	s := sample{
-		T:        time.Since(origin).Seconds(),
+		T:        math.Round(time.Since(origin).Seconds()*1000) / 1000,
 		Received: int64(l.recv.Spans()),
 		Handed:   st.ok,
 		Produced: st.produced,

@@ -133,6 +133,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.drainLimit, "drain-limit", c.drainLimit, "longest wait for a backlog to drain")
 	fs.IntVar(&c.rounds, "rounds", c.rounds, "backlog rounds (the order of systems alternates)")
 	fs.BoolVar(&c.dropCaches, "drop-caches", false, "before each scenario and each backlog lane, sync, drop the kernel's caches and wait 5 s (root only; see docs/BENCHMARKS.md, Machine)")
+	render := fs.String("render", "", "write results.md and the plots from this results.json (of an earlier run) into -out, running nothing")
 	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run")
 	sys := fs.String("systems", strings.Join(allSystems, ","), "systems to run")
 	if err := fs.Parse(args); err != nil {
@@ -169,6 +170,14 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if !set["rounds"] {
 			c.rounds = q.rounds
 		}
+	}
+	if *render != "" {
+		if err := rerender(*render, c.out); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "results in %s\n", c.out)
+		return 0
 	}
 	c.scenarios = splitList(*scen)
 	c.systems = splitList(*sys)

@@ -79,7 +79,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("results.md lacks %q", want)
 		}
 	}
-	for _, png := range []string{"received-steady.png", "received-refused.png", "received-503.png", "received-blackhole.png", "backlog.png", "backlog-disk.png"} {
+	for _, png := range []string{"received-steady.png", "received-refused.png", "received-503.png", "received-blackhole.png", "waiting-refused.png", "waiting-503.png", "waiting-blackhole.png", "backlog.png", "backlog-disk.png"} {
 		b, err := os.ReadFile(filepath.Join(c.out, png))
 		if err != nil {
 			t.Error(err)

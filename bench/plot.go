@@ -53,6 +53,13 @@ func writePlots(c config, rep *report) (map[string][]string, error) {
 			return nil, err
 		}
 		files[s] = []string{name}
+		if s != "steady" {
+			name := "waiting-" + s + ".png"
+			if err := waitingPlot(c, s, first, filepath.Join(c.out, name)); err != nil {
+				return nil, err
+			}
+			files[s] = append(files[s], name)
+		}
 	}
 	return files, nil
 }
@@ -125,6 +132,41 @@ func receivedPlot(c config, scenario string, rs []*result, path string) error {
 		}
 	}
 	p.Y.Min = 0
+	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// waitingPlot: spans produced and not yet received, over time: the
+// backlog each system holds through the outage, and how long it keeps it.
+// A's line stays up: what it lost.
+func waitingPlot(c config, scenario string, rs []*result, path string) error {
+	p := newPlot("Outage ("+outageName[scenario]+"): spans produced, not yet received",
+		"seconds since the load started", "spans waiting (or lost)")
+	top := 1.0
+	lines := map[string]plotter.XYs{}
+	for _, r := range rs {
+		var xys plotter.XYs
+		for _, s := range r.Series {
+			xys = append(xys, plotter.XY{X: s.T, Y: float64(max(0, s.Produced-s.Received))})
+			top = max(top, xys[len(xys)-1].Y)
+		}
+		lines[r.System] = xys
+	}
+	top *= 1.45
+	o := c.outage.Seconds()
+	poly, err := plotter.NewPolygon(plotter.XYs{{X: o, Y: 0}, {X: 2 * o, Y: 0}, {X: 2 * o, Y: top}, {X: o, Y: top}})
+	if err != nil {
+		return err
+	}
+	poly.Color = color.RGBA{R: 255, G: 220, B: 220, A: 255}
+	poly.LineStyle.Width = 0
+	p.Add(poly)
+	p.Legend.Add("outage", poly)
+	for _, r := range rs {
+		if err := addLine(p, r.System, lines[r.System]); err != nil {
+			return err
+		}
+	}
+	p.Y.Min, p.Y.Max = 0, top
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
 }
 

@@ -108,6 +108,35 @@ func run(ctx context.Context, c config, log io.Writer) (*report, error) {
 	return rep, runErr
 }
 
+// rerender writes the table and plots of an earlier run again, from its
+// results.json: for the report's wording or the plots' style, without
+// running anything.
+func rerender(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(rep.Results) == 0 {
+		return fmt.Errorf("%s holds no results", path)
+	}
+	s := rep.Settings
+	c := config{
+		out:         out,
+		rate:        s.Rate,
+		steady:      time.Duration(s.Steady * float64(time.Second)),
+		outage:      time.Duration(s.Outage * float64(time.Second)),
+		backlog:     s.Backlog,
+		exportBytes: s.ExportBytes,
+		batch:       s.Batch,
+		rounds:      s.Rounds,
+	}
+	return write(c, &rep)
+}
+
 // write puts results.md, results.json and the plots in c.out.
 func write(c config, rep *report) error {
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
