@@ -3,7 +3,7 @@
 // writes a markdown table and PNG plots of what each delivered, lost and
 // cost.
 //
-//	GOWORK=off go -C bench run .             # the full run, about 17 minutes
+//	GOWORK=off go -C bench run .             # the full run, about 15 minutes
 //	GOWORK=off go -C bench run . -quick      # every scenario in miniature, about 1.5 minutes
 //
 // Results go to bench/results (-out, relative to bench/). Systems:
