@@ -8,6 +8,9 @@ package otlpretry_test
 //
 //   - BenchmarkRoundTrip: happy-path cost of the Transport over a bare
 //     http.Transport, 64 KiB exports to a minimal loopback server.
+//   - BenchmarkHappyPath: the same comparison with the two sides
+//     taking turns every few exports inside one benchmark, so that changes
+//     in machine load hit both alike.
 //   - BenchmarkCircuitOpen: how long an export call takes while the
 //     endpoint is down and the circuit is open (p50, p99, max), beside the
 //     bare file operations a hand-off cannot do without.
@@ -31,6 +34,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -254,6 +258,90 @@ func benchRoundTrip(b *testing.B, body []byte, wrap func(http.RoundTripper) http
 		}
 	}
 	b.ReportMetric(float64(benchCPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkHappyPath is BenchmarkRoundTrip with the two sides taking
+// turns: blocks of benchPairBlock exports, bare then otlpretry, then
+// otlpretry then bare, and so on, to one server. On a shared machine whose
+// load changes from one second to the next, the ratios of
+// BenchmarkRoundTrip's separate runs swing by 20 % and more; turns a few
+// milliseconds long make both sides see the same load. One op is one turn
+// of each side (2 × benchPairBlock exports). Each side's wall time, CPU
+// time (the whole process's, server and GC included, during that side's
+// turns) and allocations (runtime.MemStats.Mallocs, read between turns)
+// are reported per export, with the ratios otlpretry/bare. Profiles can be
+// split by side: the exports of each carry the pprof label side=bare or
+// side=otlpretry, and so do the goroutines they start.
+func BenchmarkHappyPath(b *testing.B) {
+	body := benchTraceBody(64 << 10)
+	srv := startBenchSink(b)
+	sides := [2]*benchPairSide{{name: "bare"}, {name: "otlpretry"}}
+	var rt *otlpretry.Transport
+	for _, s := range sides {
+		next := benchHTTPTransport(b)
+		if s.name == "otlpretry" {
+			rt = benchTransport(b, filepath.Join(b.TempDir(), "spool"), next)
+			s.client = rt.Client()
+		} else {
+			s.client = &http.Client{Transport: next}
+		}
+		s.ctx = pprof.WithLabels(context.Background(), pprof.Labels("side", s.name))
+		pprof.SetGoroutineLabels(s.ctx) // the connection's goroutines, started now, inherit it
+		if _, err := benchExport(s.ctx, s.client, srv.url(), body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer pprof.SetGoroutineLabels(context.Background())
+	for i := 0; b.Loop(); i++ {
+		first := i % 2 // each side goes first half the time
+		sides[first].turn(b, srv.url(), body)
+		sides[1-first].turn(b, srv.url(), body)
+	}
+	b.StopTimer()
+	bare, ours := sides[0], sides[1]
+	ratio := func(o, b int64) float64 { return float64(o) / float64(b) }
+	for _, s := range sides {
+		b.ReportMetric(float64(s.wall)/float64(s.n), s.name+"-ns/op")
+		b.ReportMetric(float64(s.cpu)/float64(s.n), s.name+"-cpu-ns/op")
+		b.ReportMetric(float64(s.allocs)/float64(s.n), s.name+"-allocs/op")
+	}
+	b.ReportMetric(ratio(ours.wall, bare.wall), "ns-ratio")
+	b.ReportMetric(ratio(ours.cpu, bare.cpu), "cpu-ratio")
+	b.ReportMetric(ratio(ours.allocs, bare.allocs), "allocs-ratio")
+	b.ReportMetric(float64(rt.Stats().Spooled), "spooled-total")
+}
+
+// benchPairBlock is the exports in one turn: about 2 to 5 ms here, short
+// beside the machine's swings in load, long beside reading the clocks.
+const benchPairBlock = 20
+
+type benchPairSide struct {
+	name   string
+	client *http.Client
+	ctx    context.Context // carries the side's profile label
+
+	n                 int
+	wall, cpu, allocs int64
+}
+
+// turn exports benchPairBlock bodies and adds what they cost to the side.
+func (s *benchPairSide) turn(b *testing.B, url string, body []byte) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs := ms.Mallocs
+	pprof.SetGoroutineLabels(s.ctx)
+	cpu0 := benchCPUTime(b)
+	start := time.Now()
+	for range benchPairBlock {
+		if _, err := benchExport(s.ctx, s.client, url, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.wall += int64(time.Since(start))
+	s.cpu += int64(benchCPUTime(b) - cpu0)
+	runtime.ReadMemStats(&ms)
+	s.allocs += int64(ms.Mallocs - mallocs)
+	s.n += benchPairBlock
 }
 
 // BenchmarkCircuitOpen times export calls while the endpoint is down and

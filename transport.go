@@ -43,6 +43,16 @@ type Transport struct {
 	dropLimit   logLimiter // "... dropping an export"
 	rejectLimit logLimiter // non-retryable answers
 
+	// exchanges and cancellers are reused from one export to the next, so
+	// that the happy path allocates little beyond what the lower transport
+	// does.
+	exchanges  sync.Pool // of *exchange
+	cancellers cancellerPool
+	// work hands held exports to idle workers (see startAttempts);
+	// idleWorkers counts those waiting.
+	work        chan *exchange
+	idleWorkers atomic.Int32
+
 	shutdownOnce sync.Once
 	metricsReg   metric.Registration
 }
@@ -78,6 +88,7 @@ func New(opts ...Option) (*Transport, error) {
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
+		work:         make(chan *exchange),
 	}
 	t.sender = newSender(t)
 	if err := t.registerMetrics(); err != nil {
@@ -104,65 +115,63 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody || t.closed.Load() {
 		return t.next.RoundTrip(req)
 	}
-	p, err := newPayload(req)
+	signal := spool.SignalFromPath(req.URL.Path)
+	x, err := t.newExchange(req, signal)
 	if err != nil {
 		return nil, err
 	}
 	t.endpoints.observe(req)
-	signal := spool.SignalFromPath(req.URL.Path)
 
 	if t.circuitOpen.Load() || t.detached.Load() >= maxDetached {
-		defer closeOriginal(req)
-		return t.handOff(req, p, signal, "endpoint failing")
+		resp, err := t.handOff(req, &x.p, signal, "endpoint failing")
+		x.p.closeUnsent()
+		x.release()
+		return resp, err
 	}
 	if t.cfg.maxHold <= 0 {
-		r := t.tryDirect(req.Context(), req, p, signal)
-		closeOriginal(req)
-		return t.conclude(req, p, signal, r)
+		r := t.tryDirect(req.Context(), req, &x.p, signal)
+		x.p.closeUnsent()
+		resp, err := t.conclude(req, &x.p, signal, r)
+		x.release()
+		return resp, err
 	}
 
 	// The attempts run detached from the exporter's call, so that the call
 	// can be answered when the hold is over, whatever the endpoint does.
-	results := make(chan directResult, 1)
-	go func() {
-		r := t.tryDirect(detachedContext{t.sender.ctx, req.Context()}, req, p, signal)
-		closeOriginal(req)
-		results <- r
-	}()
-	hold := t.cfg.clock.NewTimer(t.cfg.maxHold)
+	// The hold starts first so that the exporter's goroutine parks right
+	// after handing the export over, leaving its processor to the worker.
+	hold := x.startHold()
+	t.startAttempts(x)
 	select {
-	case r := <-results:
-		hold.Stop()
-		return t.conclude(req, p, signal, r)
-	case <-hold.Chan():
+	case r := <-x.results:
+		x.stopHold()
+		resp, err := t.conclude(req, &x.p, signal, r)
+		x.release()
+		return resp, err
+	case <-hold:
 	case <-req.Context().Done():
-		hold.Stop()
+		x.stopHold()
 	}
 	// The endpoint is slow to settle this export: keep it safe, claimed by
 	// this process, release the exporter, and settle the record when the
 	// attempts end. Later attempts use the copy read here, not the
 	// exporter's buffer.
-	data, err := p.bytes()
+	data, err := x.p.bytes()
 	if err != nil {
-		return t.conclude(req, p, signal, <-results)
+		resp, err := t.conclude(req, &x.p, signal, <-x.results)
+		x.release()
+		return resp, err
 	}
 	rec := newRecord(req, data, signal)
 	if err := t.spool.PutClaimed(rec); err != nil {
-		return t.conclude(req, p, signal, <-results)
+		resp, err := t.conclude(req, &x.p, signal, <-x.results)
+		x.release()
+		return resp, err
 	}
 	t.circuitOpen.Store(true)
 	t.detached.Add(1)
-	go t.settleDetached(req, rec, results)
+	go t.settleDetached(x, rec)
 	return spooledResponse(req), nil
-}
-
-// closeOriginal closes the exporter's request body once no attempt reads
-// its buffer any more: by the RoundTripper contract the exporter may reuse
-// it then. A body read by newPayload is already closed.
-func closeOriginal(req *http.Request) {
-	if req.GetBody != nil {
-		req.Body.Close()
-	}
 }
 
 // directResult is how the attempts of the direct path ended.
@@ -215,12 +224,14 @@ func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal,
 
 // settleDetached waits for the attempts of an export that was answered at
 // the end of its hold, and settles its record accordingly.
-func (t *Transport) settleDetached(req *http.Request, rec *spool.Record, results <-chan directResult) {
+func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
+	req := x.req
 	defer func() {
+		x.release()
 		t.detached.Add(-1)
 		signal(t.detachedDone)
 	}()
-	r := <-results
+	r := <-x.results
 	var err error
 	switch r.out {
 	case delivered:
@@ -338,22 +349,22 @@ func newRecord(req *http.Request, body []byte, signal spool.Signal) *spool.Recor
 	}
 }
 
-// attempt sends body once, bounded by the per-attempt timeout. The
+// attempt sends the body once, bounded by the per-attempt timeout. The
 // response body stays readable until closed.
 func (t *Transport) attempt(ctx context.Context, req *http.Request, p *payload, signal spool.Signal) (*http.Response, error) {
 	body, err := p.body()
 	if err != nil {
 		return nil, fmt.Errorf("otlpretry: replay request body: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.cfg.attemptTimeout[signal])
-	r := req.WithContext(ctx)
-	r.Body, r.GetBody = body, p.body
+	a := t.newAttempt(ctx, t.cfg.attemptTimeout[signal])
+	r := req.WithContext(a)
+	r.Body, r.GetBody = body, p.replay
 	resp, err := t.next.RoundTrip(r)
 	if err != nil {
-		cancel()
+		a.end()
 		return nil, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	a.body, resp.Body = resp.Body, a
 	return resp, nil
 }
 
@@ -374,17 +385,6 @@ func (t *Transport) Spool() *spool.Spool { return t.spool }
 // maxDetached bounds the exports whose attempts outlive their hold; past
 // it the endpoint is too slow to be worth a direct try.
 const maxDetached = 64
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
-}
 
 // discard reads a little of a failed response so the connection can be
 // reused, then closes it.
