@@ -170,6 +170,11 @@ documentation). Flags take precedence over the environment.`, e)
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// The handler is in place before the "listening" line, on which
+	// supervisors and tests act: a SIGTERM right after it must shut the
+	// relay down cleanly, not kill it.
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && token == "" {
@@ -181,7 +186,6 @@ documentation). Flags take precedence over the environment.`, e)
 		"addr", ln.Addr().String(), "upstream", upstream.Redacted(), "dir", spoolDir,
 		"backlog", st.Records, "auth", token != "")
 
-	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	select {
 	case <-sigCtx.Done():
 	case err := <-served:
