@@ -482,14 +482,14 @@ func TestUnreachableEndpointIsProbed(t *testing.T) {
 	if e := h.nextEvent("wait"); e.wait != 128*time.Second || e.out != unreachable {
 		t.Fatalf("backoff %+v", e)
 	}
-	h.clock.Advance(time.Second)
+	h.clock.Advance(DefaultProbeInterval)
 	if e := h.nextEvent("probe"); e.reachable {
 		t.Fatal("probe of a stopped collector succeeded")
 	}
 	if err := h.coll.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h.clock.Advance(time.Second)
+	h.clock.Advance(DefaultProbeInterval)
 	if e := h.nextEvent("probe"); !e.reachable {
 		t.Fatal("probe of a running collector failed")
 	}
@@ -497,7 +497,7 @@ func TestUnreachableEndpointIsProbed(t *testing.T) {
 	if h.coll.Spans() != len(keys) {
 		t.Fatalf("collector has %d spans, want %d", h.coll.Spans(), len(keys))
 	}
-	if elapsed := h.clock.Since(h.rt.created); elapsed > 3*time.Second {
+	if elapsed := h.clock.Since(h.rt.created); elapsed > 3*DefaultProbeInterval {
 		t.Fatalf("delivered after %v of fake time, want within the probe interval", elapsed)
 	}
 }
