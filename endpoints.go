@@ -12,10 +12,14 @@ import (
 // carry neither credentials nor query strings, are sent with the current
 // ones.
 type endpoints struct {
-	mu   sync.Mutex // guards live
-	live map[endpointID]liveRequest
-	seen chan struct{} // closed at the first live request
+	mu     sync.Mutex // guards live and parsed
+	live   map[endpointID]liveRequest
+	parsed map[string]endpointID // stored URL -> its endpoint, so a drain parses each URL once
+	seen   chan struct{}         // closed at the first live request
 }
+
+// maxParsed bounds the parsed cache; past it the cache starts again.
+const maxParsed = 256
 
 // endpointID names an endpoint without anything secret. A struct rather
 // than a string so that observing a request, on every export, allocates
@@ -32,7 +36,7 @@ type liveRequest struct {
 }
 
 func newEndpoints() *endpoints {
-	return &endpoints{live: map[endpointID]liveRequest{}, seen: make(chan struct{})}
+	return &endpoints{live: map[endpointID]liveRequest{}, parsed: map[string]endpointID{}, seen: make(chan struct{})}
 }
 
 func (e *endpoints) observe(req *http.Request) {
@@ -50,13 +54,25 @@ func (e *endpoints) observe(req *http.Request) {
 
 // lookup finds the live request to the endpoint of a stored URL.
 func (e *endpoints) lookup(recordURL string) (liveRequest, bool) {
-	u, err := url.Parse(recordURL)
-	if err != nil {
-		return liveRequest{}, false
+	e.mu.Lock()
+	id, ok := e.parsed[recordURL]
+	e.mu.Unlock()
+	if !ok {
+		u, err := url.Parse(recordURL)
+		if err != nil {
+			return liveRequest{}, false
+		}
+		id = idOf(u)
+		e.mu.Lock()
+		if len(e.parsed) >= maxParsed {
+			clear(e.parsed)
+		}
+		e.parsed[recordURL] = id
+		e.mu.Unlock()
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	l, ok := e.live[idOf(u)]
+	l, ok := e.live[id]
 	return l, ok
 }
 
