@@ -44,7 +44,8 @@
 //     most once a minute, with the number dropped; an info message when a
 //     backlog has been delivered. Each kind has its own limit.
 //
-// ForceFlush delivers the spool within its context. Shutdown stops the
+// ForceFlush delivers the spool within its context; immediate retries
+// waiting out their delay go at once rather than hold it. Shutdown stops the
 // sender and leaves what is undelivered on disk, where the next process
 // using the same folder finds and sends it, as it does for a process that
 // crashed or was killed.

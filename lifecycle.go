@@ -14,7 +14,10 @@ func (t *Transport) ForceFlush(ctx context.Context) error {
 		return errShutdown
 	}
 	// Exports answered at the end of their hold may still be released to
-	// the spool: wait for their attempts first.
+	// the spool: wait for their attempts first, retrying at once those
+	// waiting out the immediate-retry delay, which would otherwise hold a
+	// flush (and a shutdown) for up to a second.
+	t.hurryRetries()
 	err := t.waitDetached(ctx)
 	if err == nil && t.spool.Stats().Records == 0 {
 		return nil

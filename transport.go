@@ -37,6 +37,9 @@ type Transport struct {
 	// attempts still run.
 	detached     atomic.Int64
 	detachedDone chan struct{} // a value after each detached attempt ends
+	// hurry is closed (and replaced) by ForceFlush: the immediate retries
+	// waiting out their delay go at once rather than keep it waiting.
+	hurry atomic.Pointer[chan struct{}]
 
 	counters    counters
 	warnLimit   logLimiter // "Currently retrying ..."
@@ -90,6 +93,8 @@ func New(opts ...Option) (*Transport, error) {
 		detachedDone: make(chan struct{}, 1),
 		work:         make(chan *exchange),
 	}
+	hurry := make(chan struct{})
+	t.hurry.Store(&hurry)
 	t.sender = newSender(t)
 	if err := t.registerMetrics(); err != nil {
 		sp.Close()
@@ -369,14 +374,23 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, p *payload, 
 }
 
 func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
+	hurry := *t.hurry.Load()
 	timer := t.cfg.clock.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.Chan():
 		return nil
+	case <-hurry:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// hurryRetries ends the delays of the immediate retries waiting now.
+func (t *Transport) hurryRetries() {
+	next := make(chan struct{})
+	close(*t.hurry.Swap(&next))
 }
 
 // Spool is the store behind the transport, for inspection.

@@ -428,6 +428,43 @@ func TestHoldThenFailureLeavesExportToSender(t *testing.T) {
 	}
 }
 
+// TestForceFlushHurriesTheImmediateRetry: an export answered at the end of
+// its hold, whose immediate retry is still waiting out its delay, is
+// retried at once by ForceFlush: a flush does not sit out the delay (the
+// fake clock never moves here).
+func TestForceFlushHurriesTheImmediateRetry(t *testing.T) {
+	h := newHarness(t)
+	h.coll.Stop()
+	done := make(chan *http.Response, 1)
+	var keys []otlptest.SpanKey
+	go func() {
+		resp, k, err := h.export(3, nil)
+		if err != nil {
+			t.Errorf("export: %v", err)
+		}
+		keys = k
+		done <- resp
+	}()
+	h.advanceWhenBlocked(2, DefaultMaxHold) // the hold and the retry delay
+	resp := <-done
+	readAll(t, resp)
+	if resp.StatusCode != 200 || resp.Header.Get("Otlpretry-Spooled") != "1" {
+		t.Fatalf("exporter got %d, spooled %q", resp.StatusCode, resp.Header.Get("Otlpretry-Spooled"))
+	}
+	if err := h.coll.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("ForceFlush waited for the retry delay: %v", err)
+	}
+	if st := h.rt.Stats(); st.Records != 0 || st.Direct != 1 || st.Delivered != 0 {
+		t.Fatalf("after ForceFlush: %+v", st)
+	}
+	if h.coll.Spans() != len(keys) || h.coll.SpanDuplicates() != 0 {
+		t.Fatalf("collector has %d spans (%d duplicates), want %d", h.coll.Spans(), h.coll.SpanDuplicates(), len(keys))
+	}
+}
+
 func TestBackoffDoublesToCapWithRetryAfterObeyed(t *testing.T) {
 	h := newHarness(t, WithImmediateRetryDelay(-1), WithBackoff(time.Second, 8*time.Second))
 	h.coll.SetDefault(otlptest.Answer{Status: 500})
