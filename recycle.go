@@ -2,6 +2,7 @@ package otlpretry
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -18,24 +19,40 @@ type bodyTracker struct {
 	body []byte
 	free func()
 
-	mu       sync.Mutex // guards open and returned
+	mu       sync.Mutex // guards open, returned and freed
 	open     int
 	returned bool
+	freed    bool
 }
+
+// errBodyReleased answers a GetBody that comes after the record's memory
+// went back to the spool: net/http never asks so late, but a lower
+// transport might, and must not be given bytes of another record.
+var errBodyReleased = errors.New("otlpretry: the spooled body was released after the attempt ended")
 
 // trackBodies replaces req's body and GetBody with tracked readers of body.
 func trackBodies(req *http.Request, body []byte, free func()) *bodyTracker {
 	bt := &bodyTracker{body: body, free: free}
 	req.Body = bt.newBody()
-	req.GetBody = func() (io.ReadCloser, error) { return bt.newBody(), nil }
+	req.GetBody = func() (io.ReadCloser, error) {
+		b := bt.newBody()
+		if b == nil {
+			return nil, errBodyReleased
+		}
+		return b, nil
+	}
 	req.ContentLength = int64(len(body))
 	return bt
 }
 
+// newBody returns a tracked reader of the body, or nil once it is freed.
 func (bt *bodyTracker) newBody() io.ReadCloser {
 	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	if bt.freed {
+		return nil
+	}
 	bt.open++
-	bt.mu.Unlock()
 	return &trackedBody{Reader: bytes.NewReader(bt.body), bt: bt}
 }
 
@@ -43,6 +60,7 @@ func (bt *bodyTracker) roundTripDone() {
 	bt.mu.Lock()
 	bt.returned = true
 	done := bt.open == 0
+	bt.freed = bt.freed || done
 	bt.mu.Unlock()
 	if done {
 		bt.free()
@@ -53,6 +71,7 @@ func (bt *bodyTracker) closed() {
 	bt.mu.Lock()
 	bt.open--
 	done := bt.open == 0 && bt.returned
+	bt.freed = bt.freed || done
 	bt.mu.Unlock()
 	if done {
 		bt.free()
