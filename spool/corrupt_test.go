@@ -313,16 +313,6 @@ func appendTo(t *testing.T, p string, data []byte) {
 	}
 }
 
-// metaEnd is the offset of the body in a valid record.
-func metaEnd(t *testing.T, data []byte) int {
-	t.Helper()
-	d, _, err := decodeMeta(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.metaEnd
-}
-
 func write(t *testing.T, p string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(p, data, 0o600); err != nil {

@@ -154,11 +154,6 @@ func readSidecar(data []byte) sidecarState {
 	return st
 }
 
-// maxSegmentSize bounds the offsets a sidecar can name; a segment is sealed
-// long before, at the spool's segment size, but one record may be as large
-// as MaxBodySize.
-const maxSegmentSize = 1<<32 - 1
-
 // scanned is one framed region of a segment found by scanSegment: a record
 // whose header, meta and body all check out (meta set), or a corrupt region
 // (err set) that starts at off and runs up to the next record the scanner
