@@ -474,9 +474,14 @@ func TestBackoffDoublesToCapWithRetryAfterObeyed(t *testing.T) {
 	}
 	resp.Body.Close()
 	var got []time.Duration
-	for range 5 {
+	for i := range 5 {
 		e := h.nextEvent("wait")
 		got = append(got, e.wait)
+		if i == 4 {
+			// Before the clock ends the wait: the trial it lets go must
+			// meet the new answer, not race with it.
+			h.coll.SetDefault(otlptest.Answer{Status: 429, Header: http.Header{"Retry-After": {"42"}}})
+		}
 		h.clock.Advance(e.wait)
 	}
 	want := []time.Duration{1, 2, 4, 8, 8}
@@ -485,7 +490,6 @@ func TestBackoffDoublesToCapWithRetryAfterObeyed(t *testing.T) {
 			t.Fatalf("waits %v, want %v seconds", got, want)
 		}
 	}
-	h.coll.SetDefault(otlptest.Answer{Status: 429, Header: http.Header{"Retry-After": {"42"}}})
 	if e := h.nextEvent("wait"); e.wait != 42*time.Second {
 		t.Fatalf("wait %v, want the server's Retry-After 42s", e.wait)
 	}
