@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -442,5 +443,42 @@ func TestGroupSync(t *testing.T) {
 	defer mu.Unlock()
 	if calls != 3 {
 		t.Errorf("%d syncs, want 3", calls)
+	}
+}
+
+// TestLoadFailureLosesNothing: a segment that cannot be opened when a
+// sender starts on it is handed back, not forgotten: Claim reports the
+// disk error, and once the disk answers again every record is delivered,
+// by this process or by the next.
+func TestLoadFailureLosesNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first := open(t, dir)
+	put(t, first, rec(1, 100), rec(2, 200))
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var failing atomic.Bool
+	failing.Store(true)
+	s := open(t, dir, WithFS(&hookFS{openFile: func(p string, flag int, perm fs.FileMode) (File, error) {
+		if failing.Load() && strings.HasSuffix(p, segmentExt) {
+			return nil, &fs.PathError{Op: "open", Path: p, Err: syscall.EIO}
+		}
+		return OSFS{}.OpenFile(p, flag, perm)
+	}}))
+	rs, err := s.Claim(10)
+	if len(rs) != 0 {
+		t.Fatalf("claimed %d records from a segment that cannot be read", len(rs))
+	}
+	isErr(t, err, syscall.EIO)
+	if st := s.Stats(); st.Records != 2 || st.Dropped.Total() != 0 || st.Quarantined != 0 {
+		t.Fatalf("after the failed load: %+v", st)
+	}
+	if n := len(stored(t, dir, pendingDir)); n != 2 {
+		t.Fatalf("%d records back in pending/, want 2", n)
+	}
+	failing.Store(false)
+	if got := claimAll(t, s); !slices.Equal(seqs(got), []int{1, 2}) {
+		t.Fatalf("once readable: claimed %v", seqs(got))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 )
 
 // scan brings the index in line with the folder: it adopts what dead
@@ -88,11 +89,7 @@ func (s *Spool) scan() error {
 	for _, seg := range slices.Clone(s.segs) {
 		if seg.slots == nil && !seg.busy && seg.dir == s.pending {
 			if _, there := segs[seg.key]; !there {
-				// Another process has taken it.
-				seg.gone = true
-				s.diskBytes -= seg.bytes + seg.ackBytes
-				s.segs = slices.DeleteFunc(s.segs, func(o *segment) bool { return o == seg })
-				delete(s.byKey, seg.key)
+				s.forgetLocked(seg) // another process has taken it
 			}
 		}
 	}
@@ -175,8 +172,9 @@ func (s *Spool) load(seg *segment) error {
 		}
 	}
 	f, err := fsys.OpenFile(dst, os.O_RDWR, 0)
-	if err != nil && !errors.Is(err, fs.ErrPermission) && !isNoSpace(err) {
-		// Not a file that can be read (a folder, say): set aside.
+	if errors.Is(err, syscall.EISDIR) {
+		// Not a file at all: set aside. Any other failure to open is the
+		// disk's, and the segment is handed back below.
 		s.quarantineFile(dst, seg.name, &CorruptionError{Path: dst, Err: err})
 		s.mu.Lock()
 		seg.busy = false
@@ -220,15 +218,17 @@ func (s *Spool) load(seg *segment) error {
 		if f != nil {
 			_ = f.Close()
 		}
-		// Left in this process's folder: Close or the next process's
-		// adoption hands it on.
+		// Handed back to pending/, sidecar first, for a later claim here
+		// or elsewhere. If even that fails it stays in this process's
+		// folder, which Close then keeps for the next process to adopt.
+		_ = fsys.Rename(ackDst, filepath.Join(s.pending, sidecarName(seg.key)))
+		back := fsys.Rename(dst, src)
 		s.mu.Lock()
 		seg.busy = false
-		seg.dir = s.mine
-		seg.gone = true
-		s.diskBytes -= seg.bytes + seg.ackBytes
-		s.segs = slices.DeleteFunc(s.segs, func(o *segment) bool { return o == seg })
-		delete(s.byKey, seg.key)
+		if back != nil {
+			s.keepMine = true
+			s.forgetLocked(seg) // its files stay; only the index lets go
+		}
 		s.mu.Unlock()
 		return diskError("claim", dst, err)
 	}

@@ -89,6 +89,7 @@ type Spool struct {
 	quarantineBytes int64
 	lastScan        time.Time
 	logged          map[string]bool // warnings given once per segment
+	keepMine        bool            // a segment this process could not hand back is in its folder
 	counts          Stats           // counters only; the rest is computed by Stats
 }
 
@@ -564,7 +565,7 @@ func (s *Spool) insertLocked(seg *segment) {
 }
 
 // forgetLocked removes seg from the index and returns the deletion of its
-// files.
+// files, which callers whose files are not theirs to delete drop.
 func (s *Spool) forgetLocked(seg *segment) action {
 	seg.gone, seg.busy = true, true
 	s.diskBytes -= seg.bytes + seg.ackBytes
@@ -1003,8 +1004,12 @@ func (s *Spool) Close() error {
 			firstErr = diskError("close", filepath.Join(seg.dir, seg.name), err)
 		}
 	}
-	if firstErr != nil {
-		// Keep the owner folder: it still holds records.
+	s.mu.Lock()
+	keep := s.keepMine
+	s.mu.Unlock()
+	if firstErr != nil || keep {
+		// Keep the owner folder: it still holds records, which the next
+		// process to open the spool adopts.
 		_ = s.unlock()
 		return firstErr
 	}
