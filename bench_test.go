@@ -666,14 +666,21 @@ func benchDrainReport(b *testing.B, cpu time.Duration) {
 // benchProfile records a CPU profile and an execution trace of the timed
 // part of one drain when OTLPRETRY_BENCH_PROFILE names a folder (go test's
 // -cpuprofile would also profile the building of the backlog, which
-// dominates it). It writes <folder>/<benchmark name>.cpu and .trace, the
-// last iteration's.
+// dominates it). It writes <folder>/<benchmark name>-<n>.cpu and .trace
+// for the n-th timed drain, so that several can be merged with
+// "go tool pprof a.cpu b.cpu ...", and the allocation profiles .allocs0 and
+// .allocs before and after it ("go tool pprof -diff_base x.allocs0
+// x.allocs" shows the drain's own allocations). Allocation profiles are
+// written around a forced GC, so profiling makes the drain look slower.
+var benchProfileSeq atomic.Int64
+
 func benchProfile(b *testing.B) (stop func()) {
 	dir := os.Getenv("OTLPRETRY_BENCH_PROFILE")
 	if dir == "" {
 		return func() {}
 	}
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(b.Name())
+	name = fmt.Sprintf("%s-%d", name, benchProfileSeq.Add(1))
 	f, err := os.Create(filepath.Join(dir, name+".cpu"))
 	if err != nil {
 		b.Fatal(err)
@@ -689,11 +696,23 @@ func benchProfile(b *testing.B) (stop func()) {
 	if err := trace.Start(tf); err != nil {
 		b.Fatal(err)
 	}
+	writeHeap := func(suffix string) {
+		runtime.GC() // the allocation profile is as of the last GC
+		hf, err := os.Create(filepath.Join(dir, name+suffix))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := errors.Join(pprof.Lookup("allocs").WriteTo(hf, 0), hf.Close()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	writeHeap(".allocs0")
 	return func() {
 		trace.Stop()
 		pprof.StopCPUProfile()
 		if err := errors.Join(f.Close(), tf.Close()); err != nil {
 			b.Fatal(err)
 		}
+		writeHeap(".allocs")
 	}
 }
