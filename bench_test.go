@@ -503,34 +503,7 @@ func BenchmarkDrain(b *testing.B) {
 		benchDrainSetup(b, body)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			srv.records.Store(0)
-			stopProfile := benchProfile(b)
-			cpu0 := benchCPUTime(b)
-			b.StartTimer()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			errs := make(chan error, otlpretry.DefaultConcurrency)
-			for range otlpretry.DefaultConcurrency {
-				wg.Go(func() {
-					for next.Add(1) <= benchDrainRecords {
-						if _, err := benchExport(ctx, client, srv.url(), body); err != nil {
-							errs <- err
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.StopTimer()
-			cpu += benchCPUTime(b) - cpu0
-			stopProfile()
-			close(errs)
-			if err := <-errs; err != nil {
-				b.Fatal(err)
-			}
-			if got := srv.records.Load(); got != benchDrainRecords {
-				b.Fatalf("server got %d exports, want %d", got, benchDrainRecords)
-			}
+			cpu += benchDrainDirect(b, ctx, srv, client, body)
 		}
 		benchDrainReport(b, cpu)
 	})
@@ -587,51 +560,135 @@ func BenchmarkDrain(b *testing.B) {
 	})
 	b.Run("otlpretry", func(b *testing.B) {
 		srv := startBenchSink(b)
-		url := srv.url()
 		var cpu time.Duration
 		benchDrainSetup(b, body)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			srv.stop()
-			srv.records.Store(0)
-			rt := benchTransport(b, benchSubdir(b, root), benchHTTPTransport(b))
-			client := rt.Client()
-			for range benchDrainRecords {
-				if _, err := benchExport(context.Background(), client, url, body); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if st := rt.Stats(); st.Records != benchDrainRecords {
-				b.Fatalf("backlog not built: %+v", st)
-			}
-			srv.start(b)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			stopProfile := benchProfile(b)
-			cpu0 := benchCPUTime(b)
-			b.StartTimer()
-			err := rt.ForceFlush(ctx)
-			b.StopTimer()
-			cpu += benchCPUTime(b) - cpu0
-			stopProfile()
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-			st := rt.Stats()
-			// The first export's own immediate retry, detached after the
-			// hold, may deliver it once the endpoint is back (as Direct).
-			if st.Records != 0 || st.Delivered+st.Direct != benchDrainRecords {
-				b.Fatalf("after ForceFlush: %+v", st)
-			}
-			if got := srv.records.Load(); got != benchDrainRecords {
-				b.Fatalf("server got %d exports, want %d", got, benchDrainRecords)
-			}
-			if err := rt.Shutdown(context.Background()); err != nil {
-				b.Fatal(err)
-			}
+			rt := benchDrainBacklog(b, srv, benchSubdir(b, root), body)
+			cpu += benchDrainSpool(b, srv, rt)
 		}
 		benchDrainReport(b, cpu)
 	})
+	// paired: each op is one drain of each kind, direct and otlpretry in
+	// turns (each goes first half the time), so that both see the same
+	// machine; the ratio of their rates is the target's figure.
+	b.Run("paired", func(b *testing.B) {
+		srv, spoolSrv := startBenchSink(b), startBenchSink(b)
+		client := &http.Client{Transport: benchHTTPTransport(b)}
+		var wall, cpu [2]time.Duration // direct, otlpretry
+		benchDrainSetup(b, body)
+		b.SetBytes(2 * benchDrainRecords * int64(len(body)))
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			// The spool's server stays down until its turn.
+			rt := benchDrainBacklog(b, spoolSrv, benchSubdir(b, root), body)
+			for turn := range 2 {
+				start := b.Elapsed()
+				if (i+turn)%2 == 0 {
+					cpu[0] += benchDrainDirect(b, context.Background(), srv, client, body)
+					wall[0] += b.Elapsed() - start
+				} else {
+					cpu[1] += benchDrainSpool(b, spoolSrv, rt)
+					wall[1] += b.Elapsed() - start
+				}
+			}
+		}
+		records := float64(benchDrainRecords * b.N)
+		for side, name := range []string{"direct", "otlpretry"} {
+			b.ReportMetric(records/wall[side].Seconds(), name+"-records/s")
+			b.ReportMetric(float64(cpu[side].Nanoseconds())/records, name+"-cpu-ns/record")
+		}
+		b.ReportMetric(float64(wall[0])/float64(wall[1]), "rate-ratio")
+		b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "cpu-ratio")
+	})
+}
+
+// benchDrainDirect sends the backlog's bodies from memory, 4 at a time, and
+// returns the CPU time it took. The timer runs only meanwhile.
+func benchDrainDirect(b *testing.B, ctx context.Context, srv *benchSink, client *http.Client, body []byte) time.Duration {
+	srv.records.Store(0)
+	stopProfile := benchProfile(b)
+	cpu0 := benchCPUTime(b)
+	b.StartTimer()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, otlpretry.DefaultConcurrency)
+	for range otlpretry.DefaultConcurrency {
+		wg.Go(func() {
+			for next.Add(1) <= benchDrainRecords {
+				if _, err := benchExport(ctx, client, srv.url(), body); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	cpu := benchCPUTime(b) - cpu0
+	stopProfile()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+	if got := srv.records.Load(); got != benchDrainRecords {
+		b.Fatalf("server got %d exports, want %d", got, benchDrainRecords)
+	}
+	return cpu
+}
+
+// benchDrainBacklog stops srv and builds a backlog of benchDrainRecords
+// exports of body in a new Transport spooling in dir. The timer must be
+// stopped.
+func benchDrainBacklog(b *testing.B, srv *benchSink, dir string, body []byte) *otlpretry.Transport {
+	srv.stop()
+	rt := benchTransport(b, dir, benchHTTPTransport(b))
+	client := rt.Client()
+	for range benchDrainRecords {
+		if _, err := benchExport(context.Background(), client, srv.url(), body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if st := rt.Stats(); st.Records != benchDrainRecords {
+		b.Fatalf("backlog not built: %+v", st)
+	}
+	if os.Getenv("SYNCHACK") != "" {
+		syscall.Sync()
+	}
+	return rt
+}
+
+// benchDrainSpool starts srv, times rt's ForceFlush of its backlog to it,
+// checks that all of it arrived, shuts rt down and returns the CPU time the
+// drain took.
+func benchDrainSpool(b *testing.B, srv *benchSink, rt *otlpretry.Transport) time.Duration {
+	srv.records.Store(0)
+	srv.start(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	stopProfile := benchProfile(b)
+	cpu0 := benchCPUTime(b)
+	b.StartTimer()
+	err := rt.ForceFlush(ctx)
+	b.StopTimer()
+	cpu := benchCPUTime(b) - cpu0
+	stopProfile()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := rt.Stats()
+	// The first export's own immediate retry, detached after the hold, may
+	// deliver it once the endpoint is back (as Direct).
+	if st.Records != 0 || st.Delivered+st.Direct != benchDrainRecords {
+		b.Fatalf("after ForceFlush: %+v", st)
+	}
+	if got := srv.records.Load(); got != benchDrainRecords {
+		b.Fatalf("server got %d exports, want %d", got, benchDrainRecords)
+	}
+	if err := rt.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return cpu
 }
 
 // benchSendFile is the least any spool of one file per record does to

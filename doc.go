@@ -31,9 +31,10 @@
 //     doubling, never more than 128 s, each wait shortened by up to half at
 //     random; a Retry-After (seconds or HTTP date, at most 10 min) is obeyed
 //     instead. When the endpoint gave no answer at all (refused or
-//     blackholed connections) it probes it every 500 ms with an empty
+//     blackholed connections) it probes it every 100 ms with an empty
 //     export (one probe at a time; a refused one costs the endpoint
-//     nothing), so that delivery resumes within a second of its return
+//     nothing; a name that does not resolve is probed once a second), so
+//     that delivery resumes within a fraction of a second of its return
 //     whatever the backoff has grown to. A busy server (408, 429, 5xx with
 //     no Retry-After) is probed only every 10 s during longer waits, and
 //     only its acceptance ends the wait. An export that gets a definite
@@ -78,7 +79,7 @@
 //	WithConcurrency           OTLPRETRY_CONCURRENCY             4
 //	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
 //	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
-//	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 500ms, 2s (interval 0: no probes)
+//	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval 0: no probes)
 //	WithBusyProbe             OTLPRETRY_BUSY_PROBE_INTERVAL     10s (0: no probes of busy servers)
 //	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m
 //	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m

@@ -28,7 +28,7 @@ const (
 	DefaultBackoffInitial      = time.Second            // OTLPRETRY_BACKOFF_INITIAL
 	DefaultBackoffMax          = 128 * time.Second      // OTLPRETRY_BACKOFF_MAX
 	DefaultMaxRetryAfter       = 10 * time.Minute       // OTLPRETRY_MAX_RETRY_AFTER
-	DefaultProbeInterval       = 500 * time.Millisecond // OTLPRETRY_PROBE_INTERVAL
+	DefaultProbeInterval       = 100 * time.Millisecond // OTLPRETRY_PROBE_INTERVAL
 	DefaultProbeTimeout        = 2 * time.Second        // OTLPRETRY_PROBE_TIMEOUT
 	DefaultBusyProbeInterval   = 10 * time.Second       // OTLPRETRY_BUSY_PROBE_INTERVAL
 	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
@@ -175,9 +175,11 @@ func WithMaxRetryAfter(d time.Duration) Option {
 
 // WithProbe sets how often an unreachable endpoint (refused, reset or
 // timed-out connections) is probed with an empty export while the backoff
-// waits, and how long a probe may take. Defaults 500 ms and 2 s
-// (OTLPRETRY_PROBE_INTERVAL, OTLPRETRY_PROBE_TIMEOUT). An interval of 0 turns
-// probes off.
+// waits, and how long a probe may take. Defaults 100 ms and 2 s
+// (OTLPRETRY_PROBE_INTERVAL, OTLPRETRY_PROBE_TIMEOUT). One probe runs at a
+// time, so a blackholed endpoint sees one connection attempt per timeout;
+// an endpoint whose name does not resolve is probed at most once a second,
+// to spare the resolver. An interval of 0 turns probes off.
 func WithProbe(interval, timeout time.Duration) Option {
 	return optionFunc(func(c *config) { c.probeInterval, c.probeTimeout = interval, timeout })
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +64,9 @@ type result struct {
 	// delivered counts the records the same goroutine delivered before
 	// this one, in a healthy epoch (see healthyEpoch).
 	delivered int
+	// nameLookup: the endpoint was unreachable because its name did not
+	// resolve, so probes go at most once a second (see probeEvery).
+	nameLookup bool
 }
 
 func newSender(t *Transport) *sender {
@@ -140,7 +145,7 @@ func (s *sender) run() {
 	}
 
 	results := make(chan result, cfg.concurrency)
-	probes := make(chan outcome, 1)
+	probes := make(chan result, 1)
 	var (
 		state         = healthy
 		epoch         uint64 // bumped at each new wait, so late results of older sends change nothing
@@ -293,7 +298,8 @@ func (s *sender) run() {
 			probing = true
 			go s.probe(lastFailed, probes)
 
-		case out := <-probes:
+		case pr := <-probes:
+			out := pr.out
 			probing = false
 			if state != waiting {
 				break
@@ -304,7 +310,11 @@ func (s *sender) run() {
 			if back {
 				endWait()
 			} else {
-				probeTimer = clock.NewTimer(probeInterval)
+				next := probeInterval
+				if unreachableE && pr.out == unreachable {
+					next = probeEvery(cfg, pr, 0) // a name that stopped resolving is probed less often
+				}
+				probeTimer = clock.NewTimer(next)
 			}
 			cfg.event(senderEvent{kind: "probe", reachable: back})
 
@@ -385,7 +395,7 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 		wait   time.Duration
 		detail string
 	)
-	req, cancel, err := s.request(rec, rec.Body, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
+	req, cancel, err := s.request(rec, nil, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
 	if err != nil {
 		out, detail = rejected, err.Error()
 		t.spool.Recycle(rec)
@@ -420,7 +430,7 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
 		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
 	}
-	return result{out: out, retryAfter: wait, epoch: epoch, target: &target}
+	return result{out: out, retryAfter: wait, epoch: epoch, target: &target, nameLookup: isNameLookup(err)}
 }
 
 // release puts a record that failed back in line.
@@ -447,10 +457,10 @@ func describe(resp *http.Response, out outcome) string {
 
 // probe sends an empty export (a valid OTLP request with no data) to the
 // endpoint of the record that failed last, and reports how it went.
-func (s *sender) probe(target *spool.Record, results chan<- outcome) {
+func (s *sender) probe(target *spool.Record, results chan<- result) {
 	t := s.t
 	if target == nil {
-		results <- unreachable
+		results <- result{out: unreachable}
 		return
 	}
 	body, ct := []byte{}, "application/x-protobuf"
@@ -459,7 +469,7 @@ func (s *sender) probe(target *spool.Record, results chan<- outcome) {
 	}
 	req, cancel, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
 	if err != nil {
-		results <- unreachable
+		results <- result{out: unreachable}
 		return
 	}
 	defer cancel()
@@ -468,17 +478,27 @@ func (s *sender) probe(target *spool.Record, results chan<- outcome) {
 	if err == nil {
 		discard(resp)
 	}
-	results <- out
+	results <- result{out: out, nameLookup: isNameLookup(err)}
+}
+
+// isNameLookup tells whether err is a failure to resolve a host name.
+func isNameLookup(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns)
 }
 
 // probeEvery says how often to probe during the wait that follows a
 // failure, or 0 for not at all. An unreachable endpoint is probed often:
-// the probe costs it nothing. A busy one is probed only during long waits
-// and only when it set no Retry-After, so that it is spared the load yet
-// recovery is noticed within the interval rather than at the end of a
-// wait that may have doubled past the outage.
+// the probe costs it nothing, as the host refuses the connection or never
+// sees it. When the name did not resolve, each probe is a query to the
+// resolver, which is spared with at most one a second. A busy one is
+// probed only during long waits and only when it set no Retry-After, so
+// that it is spared the load yet recovery is noticed within the interval
+// rather than at the end of a wait that may have doubled past the outage.
 func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
 	switch {
+	case r.out == unreachable && r.nameLookup && cfg.probeInterval > 0:
+		return max(cfg.probeInterval, nameLookupProbeInterval)
 	case r.out == unreachable:
 		return cfg.probeInterval
 	case r.out == serverBusy && r.retryAfter == 0 && cfg.busyProbeInterval > 0 && wait > cfg.busyProbeInterval:
@@ -487,17 +507,36 @@ func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
 	return 0
 }
 
+// nameLookupProbeInterval is the least time between probes of an endpoint
+// whose name does not resolve.
+const nameLookupProbeInterval = time.Second
+
 // request builds the request for a spooled record: the live URL and
 // headers of its endpoint when this process has seen them, else the
-// configured headers.
+// configured headers. A nil body is left for the caller to set.
 func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding string, timeout time.Duration) (*http.Request, context.CancelFunc, error) {
 	t := s.t
-	url := rec.URL
-	header := http.Header{}
+	var (
+		u      *url.URL
+		header http.Header
+	)
 	if live, ok := t.endpoints.lookup(rec.URL); ok {
-		url = live.url.String()
-		header = live.header.Clone()
+		// The live request's parsed URL, copied: parsing it again for
+		// each record of a drain cost as much as reading the record.
+		lu := live.url
+		u = &lu
+		header = make(http.Header, len(live.header)+len(rec.Header)+2)
+		for k, v := range live.header {
+			// Shared, not copied: the value slices are the endpoint's own
+			// clone, full to capacity, which RoundTrippers do not modify.
+			header[k] = v
+		}
 	} else {
+		var err error
+		if u, err = url.Parse(rec.URL); err != nil {
+			return nil, nil, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
+		}
+		header = make(http.Header, len(t.cfg.headers)+len(rec.Header)+2)
 		for k, v := range t.cfg.headers {
 			header[k] = append([]string(nil), v...)
 		}
@@ -505,17 +544,21 @@ func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding s
 	for k, v := range rec.Header {
 		header[k] = append([]string(nil), v...)
 	}
-	header.Del("Content-Encoding")
-	header.Set("Content-Type", contentType)
+	delete(header, "Content-Encoding")
+	header["Content-Type"] = []string{contentType}
 	if encoding != "" {
-		header.Set("Content-Encoding", encoding)
+		header["Content-Encoding"] = []string{encoding}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", rd)
 	if err != nil {
 		cancel()
 		return nil, nil, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
 	}
-	req.Header = header
+	req.URL, req.Host, req.Header = u, u.Host, header
 	return req, cancel, nil
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -871,5 +873,34 @@ func TestUnstorableExportIsCountedAsDropped(t *testing.T) {
 	}
 	if st := h.rt.Stats(); st.Dropped.TooLarge != 1 || st.Dropped.Total() != 1 || st.Records != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestProbeInterval: an unreachable endpoint is probed every probe
+// interval, but one whose name does not resolve at most once a second, so
+// that a long DNS outage does not become ten queries a second.
+func TestProbeInterval(t *testing.T) {
+	cfg := &config{probeInterval: DefaultProbeInterval, busyProbeInterval: DefaultBusyProbeInterval}
+	dnsErr := fmt.Errorf("Post: %w", &net.DNSError{Err: "no such host", Name: "collector.example", IsNotFound: true})
+	cases := []struct {
+		name string
+		r    result
+		wait time.Duration
+		want time.Duration
+	}{
+		{"refused", result{out: unreachable, nameLookup: isNameLookup(errors.New("connect: connection refused"))}, time.Minute, DefaultProbeInterval},
+		{"name does not resolve", result{out: unreachable, nameLookup: isNameLookup(dnsErr)}, time.Minute, time.Second},
+		{"busy, long wait", result{out: serverBusy}, time.Minute, DefaultBusyProbeInterval},
+		{"busy, short wait", result{out: serverBusy}, 2 * time.Second, 0},
+		{"busy with Retry-After", result{out: serverBusy, retryAfter: time.Minute}, time.Minute, 0},
+	}
+	for _, tc := range cases {
+		if got := probeEvery(cfg, tc.r, tc.wait); got != tc.want {
+			t.Errorf("%s: probe every %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	cfg.probeInterval = 0
+	if got := probeEvery(cfg, cases[1].r, time.Minute); got != 0 {
+		t.Errorf("probes off, name does not resolve: probe every %v, want 0", got)
 	}
 }

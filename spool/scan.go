@@ -163,6 +163,9 @@ func (s *Spool) load(seg *segment) error {
 		seg.busy = false
 		return diskError("claim", src, err)
 	}
+	s.mu.Lock()
+	written := s.takeWrittenLocked(seg)
+	s.mu.Unlock()
 	var side sidecarState
 	ackBytes := int64(0)
 	ackDst := filepath.Join(s.mine, sidecarName(seg.key))
@@ -195,7 +198,19 @@ func (s *Spool) load(seg *segment) error {
 	}
 	var slots []slot
 	var corrupt []scanned
-	if err == nil {
+	if err == nil && writtenFits(written, seg.records, length) {
+		// As this process wrote it: the offsets are known, and each
+		// record is verified whole when it is read to be sent. Only what
+		// the sidecar says was done since is new.
+		slots = written
+		for i := range slots {
+			sl := &slots[i]
+			sl.state, sl.attempts = slotWaiting, side.attempts[sl.off]
+			if side.settled[sl.off] {
+				sl.state = slotSettled
+			}
+		}
+	} else if err == nil {
 		// Framing only: each body's checksum is verified when the record
 		// is read to be sent, which reads it anyway.
 		err = scanSegment(f, length, false, func(sc scanned) {
@@ -265,6 +280,16 @@ func (s *Spool) load(seg *segment) error {
 	}
 	s.unref(seg)
 	return nil
+}
+
+// writtenFits tells whether the slots kept from writing a segment cover
+// exactly the records and bytes it has now.
+func writtenFits(written []slot, records int, length int64) bool {
+	if len(written) == 0 || len(written) != records {
+		return false
+	}
+	last := written[len(written)-1]
+	return int64(last.off)+int64(last.size) == length
 }
 
 func segmentFileSize(f File) (int64, error) {

@@ -90,6 +90,7 @@ type Spool struct {
 	lastScan        time.Time
 	logged          map[string]bool // warnings given once per segment
 	keepMine        bool            // a segment this process could not hand back is in its folder
+	writtenSlots    int             // slots kept in segments' written, at most maxWrittenSlots
 	counts          Stats           // counters only; the rest is computed by Stats
 }
 
@@ -113,10 +114,11 @@ type segment struct {
 	// known and f is open. Unloaded ones wait in pending/.
 	f         File
 	slots     []slot
-	next      int // no slot below next is waiting
-	firstLive int // no slot below firstLive is unsettled
-	claimedN  int // slots claimed or settling now
-	refs      int // I/O on f or the sidecar under way outside mu
+	written   []slot // while in pending/: the slots as this process wrote them
+	next      int    // no slot below next is waiting
+	firstLive int    // no slot below firstLive is unsettled
+	claimedN  int    // slots claimed or settling now
+	refs      int    // I/O on f or the sidecar under way outside mu
 	dsync     *groupSync
 
 	ackMu      sync.Mutex // guards the five below
@@ -568,6 +570,7 @@ func (s *Spool) insertLocked(seg *segment) {
 // files, which callers whose files are not theirs to delete drop.
 func (s *Spool) forgetLocked(seg *segment) action {
 	seg.gone, seg.busy = true, true
+	s.takeWrittenLocked(seg)
 	s.diskBytes -= seg.bytes + seg.ackBytes
 	if i := slices.Index(s.segs, seg); i >= 0 {
 		s.segs = slices.Delete(s.segs, i, i+1)
@@ -669,7 +672,26 @@ func (s *Spool) share(seg *segment) {
 		return
 	}
 	seg.closeFiles()
+	if s.writtenSlots+len(seg.slots) <= maxWrittenSlots {
+		seg.written = seg.slots
+		s.writtenSlots += len(seg.slots)
+	}
 	seg.slots, seg.dir, seg.name, seg.next, seg.firstLive = nil, s.pending, name, 0, 0
+}
+
+// maxWrittenSlots bounds the slots kept for segments this process wrote
+// and shared untouched (32 bytes each: 1 MiB), so that loading one of them
+// again, which is what a process does with the backlog of its own outage,
+// reads no more than its sidecar: scanning the segment to find its records
+// read every byte of it a second time, a twentieth of a drain's CPU.
+const maxWrittenSlots = 1 << 15
+
+// takeWrittenLocked returns and forgets the slots kept for seg.
+func (s *Spool) takeWrittenLocked(seg *segment) []slot {
+	w := seg.written
+	seg.written = nil
+	s.writtenSlots -= len(w)
+	return w
 }
 
 // moveToPending renames seg's sidecar, then seg, into pending/ under its
