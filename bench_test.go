@@ -515,7 +515,6 @@ func BenchmarkDrain(b *testing.B) {
 		benchDrainSetup(b, body)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
-			srv.records.Store(0)
 			dir := benchSubdir(b, root)
 			pending, claimed := filepath.Join(dir, "pending"), filepath.Join(dir, "claimed")
 			for _, d := range []string{pending, claimed} {
@@ -528,33 +527,9 @@ func BenchmarkDrain(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			stopProfile := benchProfile(b)
-			cpu0 := benchCPUTime(b)
-			b.StartTimer()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			errs := make(chan error, otlpretry.DefaultConcurrency)
-			for range otlpretry.DefaultConcurrency {
-				wg.Go(func() {
-					for n := next.Add(1) - 1; n < benchDrainRecords; n = next.Add(1) - 1 {
-						if err := benchSendFile(ctx, client, srv.url(), pending, claimed, strconv.Itoa(int(n))); err != nil {
-							errs <- err
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.StopTimer()
-			cpu += benchCPUTime(b) - cpu0
-			stopProfile()
-			close(errs)
-			if err := <-errs; err != nil {
-				b.Fatal(err)
-			}
-			if got := srv.records.Load(); got != benchDrainRecords {
-				b.Fatalf("server got %d exports, want %d", got, benchDrainRecords)
-			}
+			cpu += benchDrainLoop(b, srv, func(n int) error {
+				return benchSendFile(ctx, client, srv.url(), pending, claimed, strconv.Itoa(n))
+			})
 		}
 		benchDrainReport(b, cpu)
 	})
@@ -606,6 +581,16 @@ func BenchmarkDrain(b *testing.B) {
 // benchDrainDirect sends the backlog's bodies from memory, 4 at a time, and
 // returns the CPU time it took. The timer runs only meanwhile.
 func benchDrainDirect(b *testing.B, ctx context.Context, srv *benchSink, client *http.Client, body []byte) time.Duration {
+	return benchDrainLoop(b, srv, func(int) error {
+		_, err := benchExport(ctx, client, srv.url(), body)
+		return err
+	})
+}
+
+// benchDrainLoop calls send for records 0 to benchDrainRecords-1, 4 at a
+// time, checks that srv received them all and returns the CPU time it took.
+// The timer runs only meanwhile.
+func benchDrainLoop(b *testing.B, srv *benchSink, send func(n int) error) time.Duration {
 	srv.records.Store(0)
 	stopProfile := benchProfile(b)
 	cpu0 := benchCPUTime(b)
@@ -615,8 +600,8 @@ func benchDrainDirect(b *testing.B, ctx context.Context, srv *benchSink, client 
 	errs := make(chan error, otlpretry.DefaultConcurrency)
 	for range otlpretry.DefaultConcurrency {
 		wg.Go(func() {
-			for next.Add(1) <= benchDrainRecords {
-				if _, err := benchExport(ctx, client, srv.url(), body); err != nil {
+			for n := next.Add(1) - 1; n < benchDrainRecords; n = next.Add(1) - 1 {
+				if err := send(int(n)); err != nil {
 					errs <- err
 					return
 				}
