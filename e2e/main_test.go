@@ -3,12 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 )
 
 // relayBin is the otlpretry binary, built once by TestMain from the working
@@ -16,26 +16,14 @@ import (
 var relayBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "otlpretry-e2e-bin-")
+	bin, remove, err := otlptest.BuildOtlpretry("..", raceEnabled) // the root module: the working tree under test
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	relayBin = filepath.Join(dir, "otlpretry")
-	args := []string{"build", "-o", relayBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "./cmd/otlpretry")...)
-	build.Dir = ".." // the root module: the working tree under test
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building otlpretry:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	relayBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	passed, failed, skipped := printTable(os.Stdout)
 	if skipped > 0 {
 		fmt.Printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped)

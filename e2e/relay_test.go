@@ -1,17 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -152,95 +145,31 @@ type relayStatus struct {
 	} `json:"dropped"`
 }
 
-// relayEnv is this process's environment without anything that configures
-// OTel or otlpretry, with the user cache folder in the test's, plus extra.
+// relayEnv is the environment of a relay under test (otlptest.CleanEnv).
 func relayEnv(t *testing.T, extra ...string) []string {
 	t.Helper()
-	var out []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, "OTLPRETRY_") ||
-			strings.HasPrefix(kv, "XDG_CACHE_HOME=") || strings.HasPrefix(kv, "HOME=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	home := t.TempDir()
-	out = append(out, "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, "cache"))
-	return append(out, extra...)
+	return otlptest.CleanEnv(t, extra...)
 }
 
 // relayProc is a running `otlpretry relay`.
 type relayProc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	addr   string
-	done   chan struct{}
-	code   int
+	*otlptest.Relay
 	client *http.Client
 }
-
-var listeningRE = regexp.MustCompile(`otlpretry relay: listening" addr=(\S+)`)
 
 // startRelay starts `otlpretry relay args...` and waits until it listens.
 // It fails the test if the relay reports a data race.
 func startRelay(t *testing.T, env []string, args ...string) *relayProc {
 	t.Helper()
-	cmd := exec.Command(relayBin, append([]string{"relay"}, args...)...)
-	cmd.Env = env
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	p := &relayProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{}),
-		client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(p.stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	return &relayProc{
+		Relay:  otlptest.StartRelay(t, relayBin, env, args...),
+		client: &http.Client{Transport: tr, Timeout: 5 * time.Second},
 	}
-	go func() {
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-		}
-		pw.Close()
-		close(p.done)
-	}()
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("the relay reported a data race:\n%s", p.stderr.String())
-		} else if t.Failed() {
-			t.Logf("relay stderr:\n%s", p.stderr.String())
-		}
-	})
-	select {
-	case p.addr = <-found:
-	case <-p.done:
-		t.Fatalf("relay exited with %d before listening:\n%s", p.code, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay did not listen within 30s:\n%s", p.stderr.String())
-	}
-	return p
 }
 
-func (p *relayProc) url(path string) string { return "http://" + p.addr + path }
+func (p *relayProc) url(path string) string { return p.URL(path) }
 
 func (p *relayProc) status(t *testing.T) relayStatus {
 	var st relayStatus
@@ -260,32 +189,5 @@ func (p *relayProc) status(t *testing.T) relayStatus {
 // exit code.
 func (p *relayProc) signal(t *testing.T, sig syscall.Signal, limit time.Duration) int {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(limit):
-		t.Fatalf("relay still running %v after %v:\n%s", limit, sig, p.stderr.String())
-		return 0
-	}
-}
-
-// syncBuffer collects a subprocess's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return p.Signal(t, sig, limit)
 }

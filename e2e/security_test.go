@@ -117,12 +117,12 @@ func TestSecurityRelayLoopback(t *testing.T) {
 	}
 	relay := startRelay(t, relayEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+upstream),
 		"--dir", filepath.Join(t.TempDir(), "spool"))
-	host, port, err := net.SplitHostPort(relay.addr)
+	host, port, err := net.SplitHostPort(relay.Addr)
 	if err != nil {
-		t.Fatalf("relay address %q: %v", relay.addr, err)
+		t.Fatalf("relay address %q: %v", relay.Addr, err)
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || port != "4318" {
-		t.Errorf("relay listens on %s by default, want 127.0.0.1:4318", relay.addr)
+		t.Errorf("relay listens on %s by default, want 127.0.0.1:4318", relay.Addr)
 	}
 	if st := relay.status(t); st.Backlog.Records != 0 {
 		t.Errorf("status: %+v, want an empty backlog", st)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,13 +8,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 )
 
 // binPath is the otlpretry binary under test, built once by TestMain (with
@@ -24,44 +21,21 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "otlpretry-bin-")
+	bin, remove, err := otlptest.BuildOtlpretry("../..", raceEnabled)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "otlpretry")
-	args := []string{"build", "-o", binPath}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building otlpretry:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binPath = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
-// cleanEnv is the test process's environment without anything that
-// configures OTel or otlpretry, with the user cache folder moved into the
-// test's, plus extra.
+// cleanEnv is the environment of a subprocess under test (otlptest.CleanEnv).
 func cleanEnv(t *testing.T, extra ...string) []string {
 	t.Helper()
-	var out []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "OTEL_") || strings.HasPrefix(kv, "OTLPRETRY_") ||
-			strings.HasPrefix(kv, "XDG_CACHE_HOME=") || strings.HasPrefix(kv, "HOME=") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	home := t.TempDir()
-	out = append(out, "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, "cache"))
-	return append(out, extra...)
+	return otlptest.CleanEnv(t, extra...)
 }
 
 type result struct {
@@ -94,113 +68,30 @@ func runCmd(t *testing.T, env []string, args ...string) result {
 
 func checkNoRace(t *testing.T, stderr string) {
 	t.Helper()
-	if strings.Contains(stderr, "WARNING: DATA RACE") {
-		t.Errorf("the subprocess reported a data race:\n%s", stderr)
-	}
-}
-
-// syncBuffer collects a subprocess's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	otlptest.CheckNoRace(t, "the subprocess", stderr)
 }
 
 // relayProc is a running relay.
 type relayProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	addr   string
-	done   chan struct{}
-	code   int
+	*otlptest.Relay
+	t *testing.T
 }
-
-var listeningRE = regexp.MustCompile(`otlpretry relay: listening" addr=(\S+)`)
 
 // startRelay starts `otlpretry relay --listen 127.0.0.1:0 args...` and
 // waits until it listens.
 func startRelay(t *testing.T, env []string, args ...string) *relayProc {
 	t.Helper()
-	cmd := exec.Command(binPath, append([]string{"relay", "--listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = env
-	p := &relayProc{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(p.stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		err := cmd.Wait()
-		p.code = 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			p.code = ee.ExitCode()
-		}
-		pw.Close()
-		close(p.done)
-	}()
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		checkNoRace(t, p.stderr.String())
-		if t.Failed() {
-			t.Logf("relay stderr:\n%s", p.stderr.String())
-		}
-	})
-	select {
-	case p.addr = <-found:
-	case <-p.done:
-		t.Fatalf("relay exited with %d before listening:\n%s", p.code, p.stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("relay did not listen within 30s:\n%s", p.stderr.String())
-	}
-	return p
+	r := otlptest.StartRelay(t, binPath, env, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	return &relayProc{Relay: r, t: t}
 }
 
-func (p *relayProc) url(path string) string { return "http://" + p.addr + path }
+func (p *relayProc) url(path string) string { return p.URL(path) }
 
 // signal sends sig and waits for the exit, within limit; it returns the
 // exit code (-1 for a death by signal).
 func (p *relayProc) signal(sig syscall.Signal, limit time.Duration) int {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatal(err)
-	}
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(limit):
-		p.t.Fatalf("relay still running %v after %v:\n%s", limit, sig, p.stderr.String())
-		return 0
-	}
+	return p.Signal(p.t, sig, limit)
 }
 
 // post sends an OTLP body to the relay.

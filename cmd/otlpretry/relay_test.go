@@ -185,11 +185,11 @@ func TestRelayRefusesBadRequestsAndStoresNothing(t *testing.T) {
 
 	// Too large, announced by Content-Length: refused before any byte of
 	// the body is read.
-	if code := rawPost(t, r.addr, relay.DefaultMaxBodyBytes+1, false); code != 413 {
+	if code := rawPost(t, r.Addr, relay.DefaultMaxBodyBytes+1, false); code != 413 {
 		t.Errorf("Content-Length over 64 MiB: %d, want 413", code)
 	}
 	// Too large, chunked: refused once 64 MiB have been read.
-	if code := rawPost(t, r.addr, relay.DefaultMaxBodyBytes+1, true); code != 413 {
+	if code := rawPost(t, r.Addr, relay.DefaultMaxBodyBytes+1, true); code != 413 {
 		t.Errorf("chunked body over 64 MiB: %d, want 413", code)
 	}
 
