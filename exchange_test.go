@@ -15,9 +15,10 @@ import (
 	"github.com/otlpretry/otlpretry/spool"
 )
 
-// TestHoldTimerReusedWithoutStaleExpiry: when an export's attempts end as
-// its hold expires, the expiry left in the timer's channel must not cut
-// the next export's hold short.
+// TestHoldTimerReusedWithoutStaleExpiry: the hold's timer is left set
+// from one export to the next; an expiry left in its channel by an earlier
+// export, or due before the current hold ends, must not cut that hold
+// short.
 func TestHoldTimerReusedWithoutStaleExpiry(t *testing.T) {
 	h := newHarness(t)
 	req, _ := http.NewRequest(http.MethodPost, h.coll.Endpoint(otlptest.Traces), bytes.NewReader([]byte("x")))
@@ -27,16 +28,25 @@ func TestHoldTimerReusedWithoutStaleExpiry(t *testing.T) {
 	}
 	defer x.release()
 	x.startHold()
-	h.clock.Advance(DefaultMaxHold) // expires unseen: the results won the select
-	x.stopHold()
-	hold := x.startHold()
+	h.clock.Advance(DefaultMaxHold / 2) // an export that ended at once
+	x.startHold()                       // the next one: its hold ends 250 ms after the first's
+	h.clock.Advance(DefaultMaxHold / 2) // the first hold expires unseen
+	ended := make(chan bool)
+	go func() {
+		_, ok := x.wait(context.Background())
+		ended <- ok
+	}()
+	// wait takes the stale expiry and sets the timer for the 250 ms left.
+	h.advanceWhenBlocked(1, DefaultMaxHold/2-time.Millisecond)
 	select {
-	case <-hold:
-		t.Fatal("the next hold ended at once")
-	default:
+	case <-ended:
+		t.Fatal("the hold ended early")
+	case <-time.After(50 * time.Millisecond):
 	}
-	h.clock.Advance(DefaultMaxHold)
-	<-hold
+	h.clock.Advance(time.Millisecond)
+	if ok := <-ended; ok {
+		t.Fatal("wait reported a result with no attempts")
+	}
 }
 
 // TestExportsAfterAHeldOneGoDirect: after an export held past its hold has

@@ -47,6 +47,7 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		t.closed.Store(true)
 		stopErr := t.sender.stop(ctx)
+		t.workers.close()
 		// Detached attempts were cancelled with the sender; wait for them
 		// to settle their records before the spool closes.
 		if err := t.waitDetached(ctx); err != nil {

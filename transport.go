@@ -51,10 +51,8 @@ type Transport struct {
 	// does.
 	exchanges  sync.Pool // of *exchange
 	cancellers cancellerPool
-	// work hands held exports to idle workers (see startAttempts);
-	// idleWorkers counts those waiting.
-	work        chan *exchange
-	idleWorkers atomic.Int32
+	// workers run the attempts of held exports (see startAttempts).
+	workers workerPool
 
 	shutdownOnce sync.Once
 	metricsReg   metric.Registration
@@ -91,7 +89,6 @@ func New(opts ...Option) (*Transport, error) {
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
-		work:         make(chan *exchange),
 	}
 	hurry := make(chan struct{})
 	t.hurry.Store(&hurry)
@@ -145,17 +142,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// can be answered when the hold is over, whatever the endpoint does.
 	// The hold starts first so that the exporter's goroutine parks right
 	// after handing the export over, leaving its processor to the worker.
-	hold := x.startHold()
+	x.startHold()
 	t.startAttempts(x)
-	select {
-	case r := <-x.results:
-		x.stopHold()
+	if r, ok := x.wait(req.Context()); ok {
 		resp, err := t.conclude(req, &x.p, signal, r)
 		x.release()
 		return resp, err
-	case <-hold:
-	case <-req.Context().Done():
-		x.stopHold()
 	}
 	// The endpoint is slow to settle this export: keep it safe, claimed by
 	// this process, release the exporter, and settle the record when the
