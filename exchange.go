@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -27,6 +28,9 @@ type exchange struct {
 	// when the hold of the current export ends.
 	holdArmed bool
 	holdEnd   time.Time
+	// handedOff is set once a held export has been stored and its exporter
+	// is being answered: its attempts no longer answer to the exporter.
+	handedOff atomic.Bool
 }
 
 // newExchange takes an exchange for req from the pool.
@@ -50,6 +54,7 @@ func (t *Transport) newExchange(req *http.Request, signal spool.Signal) (*exchan
 // answer.
 func (x *exchange) release() {
 	x.req = nil
+	x.handedOff.Store(false)
 	x.p.reset()
 	x.ctx = detachedContext{}
 	x.t.exchanges.Put(x)
@@ -58,9 +63,26 @@ func (x *exchange) release() {
 // attempts runs the direct attempts of a held export and returns how
 // they ended, with the request's own body closed if no attempt took it.
 func (x *exchange) attempts() directResult {
-	r := x.t.tryDirect(&x.ctx, x.req, &x.p, x.signal)
+	r := x.t.tryDirect(&x.ctx, x)
 	x.p.closeUnsent()
 	return r
+}
+
+// exporterDeadline is the deadline of the exporter's call while the
+// exporter waits for x's attempts, which the immediate retry must not
+// outlast (doc.go, step 2): on the direct path, and on the held path until
+// the hold ends. Once a held export has been stored and the exporter
+// answered, there is none: nothing waits on the exporter's context any
+// more, the attempts run under the transport's (ended by their timeout and
+// Shutdown), and skipping the retry would only hand the export to the
+// slower background sender. The attempts may decide while the exporter's
+// call is being answered; either way is then right, as the exporter was
+// still waiting or no longer is.
+func (x *exchange) exporterDeadline() (time.Time, bool) {
+	if x.handedOff.Load() {
+		return time.Time{}, false
+	}
+	return x.req.Context().Deadline()
 }
 
 // startAttempts runs the attempts of a held export on a goroutine other
