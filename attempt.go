@@ -252,6 +252,18 @@ func (p *cancellerPool) get(parent context.Context) *canceller {
 	return newCanceller(parent, p)
 }
 
+// close retires the idle cancellers, stopping their timers, which would
+// otherwise keep the transport alive until they fire.
+func (p *cancellerPool) close() {
+	p.mu.Lock()
+	free := p.free
+	p.free = nil
+	p.mu.Unlock()
+	for _, c := range free {
+		c.retire(context.Canceled)
+	}
+}
+
 // put keeps a disarmed, uncancelled canceller for the next attempt, or
 // cancels it.
 func (p *cancellerPool) put(c *canceller) {

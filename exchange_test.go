@@ -216,3 +216,37 @@ func (b *barrierTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	<-b.all
 	return b.next.RoundTrip(req)
 }
+
+// TestShutdownStopsIdleCancellers: the idle cancellers of held exports'
+// attempts have lazy timers left set; Shutdown stops them, so that none
+// keeps the transport alive until it fires.
+func TestShutdownStopsIdleCancellers(t *testing.T) {
+	h := newHarness(t)
+	for range 3 {
+		resp, _, err := h.export(1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	h.rt.cancellers.mu.Lock()
+	idle := append([]*canceller(nil), h.rt.cancellers.free...)
+	h.rt.cancellers.mu.Unlock()
+	if len(idle) == 0 {
+		t.Fatal("no idle canceller after three held exports")
+	}
+	if err := h.rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range idle {
+		c.mu.Lock()
+		pending := c.pending
+		c.mu.Unlock()
+		if pending || c.ctx.Err() == nil {
+			t.Fatalf("after Shutdown an idle canceller is pending %v, cancelled %v", pending, c.ctx.Err() != nil)
+		}
+	}
+	if n := len(h.rt.cancellers.free); n != 0 {
+		t.Fatalf("%d idle cancellers kept after Shutdown", n)
+	}
+}

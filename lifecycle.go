@@ -53,6 +53,7 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 		if err := t.waitDetached(ctx); err != nil {
 			stopErr = errors.Join(stopErr, err)
 		}
+		t.cancellers.close()
 		closeErr := t.spool.Close()
 		if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok && t.cfg.ownNext {
 			ci.CloseIdleConnections()
