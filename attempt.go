@@ -103,7 +103,7 @@ func (a *attempt) end() {
 	}
 	// Cancelling also ends whatever the lower transport derived from the
 	// attempt and left running.
-	c.cancel(context.Canceled)
+	c.retire(context.Canceled)
 }
 
 // canceller ends attempts: its context is cancelled when the attempt's
@@ -112,19 +112,32 @@ func (a *attempt) end() {
 // and are reused from one attempt to the next while neither has happened,
 // which saves a cancel context, a timer and their registration per
 // attempt; a cancelled one is never reused.
+//
+// Its timer is lazy: an attempt that starts while the timer is due no
+// later than the attempt's deadline leaves it as it is, and when it fires
+// early for the attempt then running it is set again for the rest. On the
+// happy path, where attempts take milliseconds and the timeout is seconds,
+// the timer is set about once per timeout rather than set and stopped for
+// every attempt: each of those is a change to the runtime's timer heap,
+// which may wake the network poller or an idle thread.
 type canceller struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	timer  *time.Timer    // nil until first armed
-	expire func()         // the timer's function: cancel on timeout
 	pool   *cancellerPool // where it goes back after an attempt; nil: not reused
 	uses   int
+
+	mu       sync.Mutex  // guards the fields below
+	timer    *time.Timer // nil until first armed; calls expire
+	fires    time.Time   // when timer is due, while pending
+	pending  bool        // timer set and expire not yet run for it
+	active   bool        // an attempt runs
+	deadline time.Time   // of the attempt running
+	expired  bool        // the timeout ended an attempt: never reused
 }
 
 func newCanceller(parent context.Context, pool *cancellerPool) *canceller {
 	c := &canceller{pool: pool}
 	c.ctx, c.cancel = context.WithCancelCause(parent)
-	c.expire = func() { c.cancel(context.DeadlineExceeded) }
 	return c
 }
 
@@ -132,23 +145,73 @@ func newCanceller(parent context.Context, pool *cancellerPool) *canceller {
 // clock is used, as by context.WithTimeout: it bounds real network I/O.
 func (c *canceller) arm(timeout time.Duration) time.Time {
 	c.uses++
-	deadline := time.Now().Add(timeout)
-	switch {
-	case timeout <= 0:
+	now := time.Now()
+	deadline := now.Add(timeout)
+	c.mu.Lock()
+	c.active, c.deadline = true, deadline
+	if timeout <= 0 {
 		// As context.WithTimeout: done before the request is sent.
+		c.expired = true
+		c.mu.Unlock()
 		c.cancel(context.DeadlineExceeded)
-	case c.timer == nil:
-		c.timer = time.AfterFunc(timeout, c.expire)
-	default:
-		c.timer.Reset(timeout)
+		return deadline
 	}
+	if !c.pending || c.fires.After(deadline) {
+		c.setLocked(now, deadline)
+	}
+	c.mu.Unlock()
 	return deadline
 }
 
-// disarm stops the timeout and reports whether the canceller is still
-// usable: its timer had not fired and its context is not cancelled.
+// setLocked makes the timer fire at deadline.
+func (c *canceller) setLocked(now, deadline time.Time) {
+	if c.timer == nil {
+		c.timer = time.AfterFunc(deadline.Sub(now), c.expire)
+	} else {
+		c.timer.Reset(deadline.Sub(now))
+	}
+	c.fires, c.pending = deadline, true
+}
+
+// expire runs when the timer fires: it ends the attempt running if its
+// deadline has passed, or sets the timer again for it.
+func (c *canceller) expire() {
+	c.mu.Lock()
+	c.pending = false
+	if !c.active || c.expired {
+		c.mu.Unlock()
+		return
+	}
+	if now := time.Now(); now.Before(c.deadline) {
+		c.setLocked(now, c.deadline)
+		c.mu.Unlock()
+		return
+	}
+	c.expired = true
+	c.mu.Unlock()
+	c.cancel(context.DeadlineExceeded)
+}
+
+// disarm ends the timeout of the attempt and reports whether the canceller
+// is still usable: the timeout did not end the attempt and its context is
+// not cancelled.
 func (c *canceller) disarm() bool {
-	return c.timer != nil && c.timer.Stop() && c.ctx.Err() == nil
+	c.mu.Lock()
+	c.active = false
+	ok := !c.expired
+	c.mu.Unlock()
+	return ok && c.ctx.Err() == nil
+}
+
+// retire cancels the canceller for good and stops its timer.
+func (c *canceller) retire(cause error) {
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+		c.pending = false
+	}
+	c.mu.Unlock()
+	c.cancel(cause)
 }
 
 // maxCancellerUses bounds how long a canceller is reused. A lower
@@ -183,9 +246,22 @@ func (p *cancellerPool) get(parent context.Context) *canceller {
 			p.mu.Unlock()
 			return c
 		}
+		c.retire(context.Canceled) // stops its timer
 	}
 	p.mu.Unlock()
 	return newCanceller(parent, p)
+}
+
+// close retires the idle cancellers, stopping their timers, which would
+// otherwise keep the transport alive until they fire.
+func (p *cancellerPool) close() {
+	p.mu.Lock()
+	free := p.free
+	p.free = nil
+	p.mu.Unlock()
+	for _, c := range free {
+		c.retire(context.Canceled)
+	}
 }
 
 // put keeps a disarmed, uncancelled canceller for the next attempt, or
@@ -200,5 +276,5 @@ func (p *cancellerPool) put(c *canceller) {
 		}
 		p.mu.Unlock()
 	}
-	c.cancel(context.Canceled)
+	c.retire(context.Canceled)
 }

@@ -187,3 +187,59 @@ func TestAttemptIsTheResponseBody(t *testing.T) {
 		}
 	}
 }
+
+// TestCancellerLazyTimer: a reused canceller's timer, left set by an
+// earlier attempt, never ends a later attempt before its own deadline,
+// and is moved earlier for an attempt with a shorter timeout; a timer
+// firing between attempts leaves the canceller usable.
+func TestCancellerLazyTimer(t *testing.T) {
+	transport, stop := context.WithCancel(context.Background())
+	defer stop()
+	rt := &Transport{}
+	held := &detachedContext{transport, context.Background()}
+
+	first := rt.newAttempt(held, 20*time.Millisecond)
+	c := first.c
+	first.end() // the timer stays set, due in 20 ms
+	start := time.Now()
+	second := rt.newAttempt(held, 200*time.Millisecond)
+	if second.c != c {
+		t.Fatal("the canceller was not reused")
+	}
+	<-second.Done()
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("an attempt with a 200ms timeout ended after %v, by the timer of the one before", took)
+	}
+	if second.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err %v", second.Err())
+	}
+	second.end()
+
+	third := rt.newAttempt(held, time.Hour)
+	c = third.c
+	third.end() // the timer stays set, due in an hour
+	start = time.Now()
+	fourth := rt.newAttempt(held, 20*time.Millisecond)
+	if fourth.c != c {
+		t.Fatal("the canceller was not reused")
+	}
+	select {
+	case <-fourth.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a 20ms timeout after a 1h one did not end the attempt")
+	}
+	if took := time.Since(start); took < 20*time.Millisecond {
+		t.Fatalf("ended after %v", took)
+	}
+	fourth.end()
+
+	fifth := rt.newAttempt(held, 10*time.Millisecond)
+	c = fifth.c
+	fifth.end()
+	time.Sleep(50 * time.Millisecond) // the timer fires with no attempt running
+	sixth := rt.newAttempt(held, time.Hour)
+	defer sixth.end()
+	if sixth.c != c || sixth.Err() != nil {
+		t.Fatalf("after the timer fired between attempts: reused %v, Err %v", sixth.c == c, sixth.Err())
+	}
+}

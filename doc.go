@@ -12,7 +12,9 @@
 //     Retry-After when that is at most 5 s, and tries once more. It skips
 //     this retry when the first attempt took over 10 s, when the
 //     Retry-After is longer, or when the exporter's deadline would pass
-//     first.
+//     first while the exporter still waits (once the export has been
+//     stored at the end of its hold, step 3, that deadline no longer
+//     matters).
 //  3. If that fails too, the export is stored in the spool on disk and the
 //     exporter gets a 200 with an empty OTLP response. The exporter never
 //     waits longer than 500 ms (WithMaxHold) whatever the endpoint does:

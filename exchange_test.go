@@ -15,9 +15,10 @@ import (
 	"github.com/otlpretry/otlpretry/spool"
 )
 
-// TestHoldTimerReusedWithoutStaleExpiry: when an export's attempts end as
-// its hold expires, the expiry left in the timer's channel must not cut
-// the next export's hold short.
+// TestHoldTimerReusedWithoutStaleExpiry: the hold's timer is left set
+// from one export to the next; an expiry left in its channel by an earlier
+// export, or due before the current hold ends, must not cut that hold
+// short.
 func TestHoldTimerReusedWithoutStaleExpiry(t *testing.T) {
 	h := newHarness(t)
 	req, _ := http.NewRequest(http.MethodPost, h.coll.Endpoint(otlptest.Traces), bytes.NewReader([]byte("x")))
@@ -27,16 +28,25 @@ func TestHoldTimerReusedWithoutStaleExpiry(t *testing.T) {
 	}
 	defer x.release()
 	x.startHold()
-	h.clock.Advance(DefaultMaxHold) // expires unseen: the results won the select
-	x.stopHold()
-	hold := x.startHold()
+	h.clock.Advance(DefaultMaxHold / 2) // an export that ended at once
+	x.startHold()                       // the next one: its hold ends 250 ms after the first's
+	h.clock.Advance(DefaultMaxHold / 2) // the first hold expires unseen
+	ended := make(chan bool)
+	go func() {
+		_, ok := x.wait(context.Background())
+		ended <- ok
+	}()
+	// wait takes the stale expiry and sets the timer for the 250 ms left.
+	h.advanceWhenBlocked(1, DefaultMaxHold/2-time.Millisecond)
 	select {
-	case <-hold:
-		t.Fatal("the next hold ended at once")
-	default:
+	case <-ended:
+		t.Fatal("the hold ended early")
+	case <-time.After(50 * time.Millisecond):
 	}
-	h.clock.Advance(DefaultMaxHold)
-	<-hold
+	h.clock.Advance(time.Millisecond)
+	if ok := <-ended; ok {
+		t.Fatal("wait reported a result with no attempts")
+	}
 }
 
 // TestExportsAfterAHeldOneGoDirect: after an export held past its hold has
@@ -205,4 +215,38 @@ func (b *barrierTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	b.mu.Unlock()
 	<-b.all
 	return b.next.RoundTrip(req)
+}
+
+// TestShutdownStopsIdleCancellers: the idle cancellers of held exports'
+// attempts have lazy timers left set; Shutdown stops them, so that none
+// keeps the transport alive until it fires.
+func TestShutdownStopsIdleCancellers(t *testing.T) {
+	h := newHarness(t)
+	for range 3 {
+		resp, _, err := h.export(1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	h.rt.cancellers.mu.Lock()
+	idle := append([]*canceller(nil), h.rt.cancellers.free...)
+	h.rt.cancellers.mu.Unlock()
+	if len(idle) == 0 {
+		t.Fatal("no idle canceller after three held exports")
+	}
+	if err := h.rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range idle {
+		c.mu.Lock()
+		pending := c.pending
+		c.mu.Unlock()
+		if pending || c.ctx.Err() == nil {
+			t.Fatalf("after Shutdown an idle canceller is pending %v, cancelled %v", pending, c.ctx.Err() != nil)
+		}
+	}
+	if n := len(h.rt.cancellers.free); n != 0 {
+		t.Fatalf("%d idle cancellers kept after Shutdown", n)
+	}
 }

@@ -47,11 +47,13 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 	t.shutdownOnce.Do(func() {
 		t.closed.Store(true)
 		stopErr := t.sender.stop(ctx)
+		t.workers.close()
 		// Detached attempts were cancelled with the sender; wait for them
 		// to settle their records before the spool closes.
 		if err := t.waitDetached(ctx); err != nil {
 			stopErr = errors.Join(stopErr, err)
 		}
+		t.cancellers.close()
 		closeErr := t.spool.Close()
 		if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok && t.cfg.ownNext {
 			ci.CloseIdleConnections()

@@ -51,10 +51,8 @@ type Transport struct {
 	// does.
 	exchanges  sync.Pool // of *exchange
 	cancellers cancellerPool
-	// work hands held exports to idle workers (see startAttempts);
-	// idleWorkers counts those waiting.
-	work        chan *exchange
-	idleWorkers atomic.Int32
+	// workers run the attempts of held exports (see startAttempts).
+	workers workerPool
 
 	shutdownOnce sync.Once
 	metricsReg   metric.Registration
@@ -91,7 +89,6 @@ func New(opts ...Option) (*Transport, error) {
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
-		work:         make(chan *exchange),
 	}
 	hurry := make(chan struct{})
 	t.hurry.Store(&hurry)
@@ -134,7 +131,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	if t.cfg.maxHold <= 0 {
-		r := t.tryDirect(req.Context(), req, &x.p, signal)
+		r := t.tryDirect(req.Context(), x)
 		x.p.closeUnsent()
 		resp, err := t.conclude(req, &x.p, signal, r)
 		x.release()
@@ -145,17 +142,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// can be answered when the hold is over, whatever the endpoint does.
 	// The hold starts first so that the exporter's goroutine parks right
 	// after handing the export over, leaving its processor to the worker.
-	hold := x.startHold()
+	x.startHold()
 	t.startAttempts(x)
-	select {
-	case r := <-x.results:
-		x.stopHold()
+	if r, ok := x.wait(req.Context()); ok {
 		resp, err := t.conclude(req, &x.p, signal, r)
 		x.release()
 		return resp, err
-	case <-hold:
-	case <-req.Context().Done():
-		x.stopHold()
 	}
 	// The endpoint is slow to settle this export: keep it safe, claimed by
 	// this process, release the exporter, and settle the record when the
@@ -173,6 +165,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		x.release()
 		return resp, err
 	}
+	x.handedOff.Store(true)
 	t.circuitOpen.Store(true)
 	t.detached.Add(1)
 	go t.settleDetached(x, rec)
@@ -186,9 +179,11 @@ type directResult struct {
 	out  outcome
 }
 
-// tryDirect makes the first attempt and, when it fails in a way worth it,
-// the one immediate retry.
-func (t *Transport) tryDirect(ctx context.Context, req *http.Request, p *payload, signal spool.Signal) directResult {
+// tryDirect makes the first attempt of x and, when it fails in a way worth
+// it, the one immediate retry. ctx is the attempts' context: the
+// exporter's on the direct path, x's detached one when the export is held.
+func (t *Transport) tryDirect(ctx context.Context, x *exchange) directResult {
+	req, p, signal := x.req, &x.p, x.signal
 	start := t.cfg.clock.Now()
 	resp, err := t.attempt(ctx, req, p, signal)
 	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
@@ -197,7 +192,7 @@ func (t *Transport) tryDirect(ctx context.Context, req *http.Request, p *payload
 	}
 	discard(resp)
 	t.counters.retried.Add(1)
-	if !t.shouldRetryNow(ctx, start, wait) {
+	if !t.shouldRetryNow(x, start, wait) {
 		return directResult{nil, err, out}
 	}
 	if wait == 0 {
@@ -268,9 +263,10 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 
 // shouldRetryNow decides on the one immediate retry: not when it is off,
 // when the first attempt was already slow, when the server asks for a wait
-// longer than we hold an exporter for, or when the caller's deadline would
-// pass first.
-func (t *Transport) shouldRetryNow(ctx context.Context, start time.Time, retryAfter time.Duration) bool {
+// longer than we hold an exporter for, or when the deadline of the
+// exporter, while it waits for x, would pass first (see
+// exchange.exporterDeadline).
+func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time.Duration) bool {
 	if t.cfg.immediateRetryDelay < 0 {
 		return false
 	}
@@ -285,7 +281,7 @@ func (t *Transport) shouldRetryNow(ctx context.Context, start time.Time, retryAf
 		}
 		wait = retryAfter
 	}
-	if deadline, ok := ctx.Deadline(); ok && deadline.Sub(now) < wait+now.Sub(start) {
+	if deadline, ok := x.exporterDeadline(); ok && deadline.Sub(now) < wait+now.Sub(start) {
 		return false
 	}
 	return true

@@ -904,3 +904,107 @@ func TestProbeInterval(t *testing.T) {
 		t.Errorf("probes off, name does not resolve: probe every %v, want 0", got)
 	}
 }
+
+// fakeDeadline is an exporter's context whose deadline is on the
+// harness's fake clock: the transport reads it, the real clock never ends
+// it.
+type fakeDeadline struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c fakeDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// exportCtx is export with the exporter's context.
+func (h *harness) exportCtx(ctx context.Context, n int) (*http.Response, error) {
+	body, _ := otlptest.TraceBody(n)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.coll.Endpoint(otlptest.Traces), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	return h.rt.Client().Do(req)
+}
+
+// TestRetrySkippedPastExporterDeadline: while the exporter waits, the
+// immediate retry is skipped when the exporter's deadline would pass
+// before it is sent, with the attempts on the exporter's goroutine (no
+// hold) as on a worker (held, the exporter not yet answered): the export
+// is stored and the exporter answered at once, not at the end of the hold.
+func TestRetrySkippedPastExporterDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"held", nil},
+		{"no hold", []Option{WithMaxHold(0)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.opts...)
+			h.coll.Script(otlptest.Answer{Status: 503})
+			// The retry would be sent 1 s after the first attempt fails;
+			// the exporter gives up after 800 ms.
+			ctx := fakeDeadline{context.Background(), h.clock.Now().Add(800 * time.Millisecond)}
+			done := make(chan *http.Response, 1)
+			go func() {
+				resp, err := h.exportCtx(ctx, 2)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- resp
+			}()
+			var resp *http.Response
+			select {
+			case resp = <-done:
+			case <-time.After(5 * time.Second):
+				h.clock.Advance(DefaultMaxHold) // let the exporter go
+				<-done
+				t.Fatal("the exporter waited for an immediate retry due after its deadline")
+			}
+			readAll(t, resp)
+			if resp.StatusCode != 200 || resp.Header.Get("Otlpretry-Spooled") != "1" {
+				t.Fatalf("exporter got %d, spooled %q", resp.StatusCode, resp.Header.Get("Otlpretry-Spooled"))
+			}
+			if st := h.rt.Stats(); st.Spooled != 1 || st.Direct != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestHandedOffExportRetriesPastExporterDeadline: once a held export has
+// been stored and the exporter answered at the end of the hold, the
+// exporter's deadline no longer matters (nothing waits on it, and the
+// attempts run on the transport's context): the immediate retry is made as
+// for any export, and delivers it.
+func TestHandedOffExportRetriesPastExporterDeadline(t *testing.T) {
+	gate := &gatedTransport{next: http.DefaultTransport, arrived: make(chan struct{}), release: make(chan struct{})}
+	h := newHarness(t, WithTransport(gate))
+	h.coll.Script(otlptest.Answer{Status: 503})
+	ctx := fakeDeadline{context.Background(), h.clock.Now().Add(800 * time.Millisecond)}
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := h.exportCtx(ctx, 2)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	<-gate.arrived
+	h.advanceWhenBlocked(1, DefaultMaxHold) // the hold ends: stored, the exporter answered
+	resp := <-done
+	readAll(t, resp)
+	if resp.Header.Get("Otlpretry-Spooled") != "1" {
+		t.Fatal("the exporter was not answered at the end of the hold")
+	}
+	// The first attempt now fails, 300 ms before the exporter's deadline;
+	// the retry is due 1 s later.
+	close(gate.release)
+	h.advanceWhenBlocked(1, time.Second)
+	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.rt.Stats(); st.Direct != 1 || st.Retried != 1 || st.Records != 0 || st.Spooled != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if h.coll.Requests(tracesPath) != 2 || h.coll.Spans() != 2 {
+		t.Fatalf("requests %d, spans %d", h.coll.Requests(tracesPath), h.coll.Spans())
+	}
+}
