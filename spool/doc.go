@@ -50,8 +50,10 @@
 // part delivered: sealed segment names carry their first record's ID,
 // record count and length, so opening costs a directory read however much
 // is stored, and memory holds an index entry per segment, not per record.
-// A segment's records are indexed when a sender starts on it, and each
-// record's checksums are verified when it is read to be sent. A damaged
+// A segment's records are indexed when a sender starts on it (from the
+// index kept when this process wrote and shared it, up to 1 MiB of such
+// entries, else by reading its record headers), and each record's
+// checksums are verified when it is read to be sent. A damaged
 // region, whether a flipped byte, a truncation or garbage, is copied to
 // quarantine and counted as corrupt, the reader finds the next good record
 // after it, and nothing damaged is delivered or stops the spool from
