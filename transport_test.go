@@ -923,6 +923,20 @@ func (h *harness) exportCtx(ctx context.Context, n int) (*http.Response, error) 
 	return h.rt.Client().Do(req)
 }
 
+// exportAsync is exportCtx on another goroutine: the exporter's answer
+// arrives on the channel, and an error fails the test.
+func (h *harness) exportAsync(ctx context.Context, n int) <-chan *http.Response {
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := h.exportCtx(ctx, n)
+		if err != nil {
+			h.t.Error(err)
+		}
+		done <- resp
+	}()
+	return done
+}
+
 // TestRetrySkippedPastExporterDeadline: while the exporter waits, the
 // immediate retry is skipped when the exporter's deadline would pass
 // before it is sent, with the attempts on the exporter's goroutine (no
@@ -942,14 +956,7 @@ func TestRetrySkippedPastExporterDeadline(t *testing.T) {
 			// The retry would be sent 1 s after the first attempt fails;
 			// the exporter gives up after 800 ms.
 			ctx := fakeDeadline{context.Background(), h.clock.Now().Add(800 * time.Millisecond)}
-			done := make(chan *http.Response, 1)
-			go func() {
-				resp, err := h.exportCtx(ctx, 2)
-				if err != nil {
-					t.Error(err)
-				}
-				done <- resp
-			}()
+			done := h.exportAsync(ctx, 2)
 			var resp *http.Response
 			select {
 			case resp = <-done:
@@ -979,14 +986,7 @@ func TestHandedOffExportRetriesPastExporterDeadline(t *testing.T) {
 	h := newHarness(t, WithTransport(gate))
 	h.coll.Script(otlptest.Answer{Status: 503})
 	ctx := fakeDeadline{context.Background(), h.clock.Now().Add(800 * time.Millisecond)}
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := h.exportCtx(ctx, 2)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- resp
-	}()
+	done := h.exportAsync(ctx, 2)
 	<-gate.arrived
 	h.advanceWhenBlocked(1, DefaultMaxHold) // the hold ends: stored, the exporter answered
 	resp := <-done
