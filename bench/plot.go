@@ -115,16 +115,9 @@ func receivedPlot(c config, scenario string, rs []*result, path string) error {
 	top *= 1.45
 	p.Y.Max = top
 	if scenario != "steady" {
-		// The outage, shaded.
-		o := c.outage.Seconds()
-		poly, err := plotter.NewPolygon(plotter.XYs{{X: o, Y: 0}, {X: 2 * o, Y: 0}, {X: 2 * o, Y: top}, {X: o, Y: top}})
-		if err != nil {
+		if err := shadeOutage(p, c, top); err != nil {
 			return err
 		}
-		poly.Color = color.RGBA{R: 255, G: 220, B: 220, A: 255}
-		poly.LineStyle.Width = 0
-		p.Add(poly)
-		p.Legend.Add("outage", poly)
 	}
 	for _, r := range rs {
 		if err := addLine(p, r.System, perSecond(r.Series)); err != nil {
@@ -152,15 +145,9 @@ func waitingPlot(c config, scenario string, rs []*result, path string) error {
 		lines[r.System] = xys
 	}
 	top *= 1.45
-	o := c.outage.Seconds()
-	poly, err := plotter.NewPolygon(plotter.XYs{{X: o, Y: 0}, {X: 2 * o, Y: 0}, {X: 2 * o, Y: top}, {X: o, Y: top}})
-	if err != nil {
+	if err := shadeOutage(p, c, top); err != nil {
 		return err
 	}
-	poly.Color = color.RGBA{R: 255, G: 220, B: 220, A: 255}
-	poly.LineStyle.Width = 0
-	p.Add(poly)
-	p.Legend.Add("outage", poly)
 	for _, r := range rs {
 		if err := addLine(p, r.System, lines[r.System]); err != nil {
 			return err
@@ -237,4 +224,18 @@ func backlogPlots(c config, rs []*result) ([]string, error) {
 		return nil, err
 	}
 	return names, nil
+}
+
+// shadeOutage shades the outage, the middle third of the run, up to top.
+func shadeOutage(p *plot.Plot, c config, top float64) error {
+	o := c.outage.Seconds()
+	poly, err := plotter.NewPolygon(plotter.XYs{{X: o, Y: 0}, {X: 2 * o, Y: 0}, {X: 2 * o, Y: top}, {X: o, Y: top}})
+	if err != nil {
+		return err
+	}
+	poly.Color = color.RGBA{R: 255, G: 220, B: 220, A: 255}
+	poly.LineStyle.Width = 0
+	p.Add(poly)
+	p.Legend.Add("outage", poly)
+	return nil
 }
