@@ -24,14 +24,15 @@ type binaries struct {
 	rootDir               string // the otlpretry checkout, for the report
 }
 
-// goCmd runs the go command in dir with the workspace off: the bench module
-// is not in ../go.work on purpose (its Collector dependencies would move the
-// root module's), and the relay is built with the root module's own go.mod,
-// as `go install` builds it for users.
-func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {
+// goCmd runs the go command in dir with the workspace work ("off" for none):
+// the bench module is not in ../go.work on purpose (its Collector
+// dependencies would move the root module's). The relay is built in the
+// checkout's workspace, where the command's module resolves the library to
+// the working tree under test.
+func goCmd(ctx context.Context, dir, work string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Env = append(os.Environ(), "GOWORK="+work)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -45,7 +46,7 @@ func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {
 // inside the bench module (go -C bench run ., or go test in bench/).
 func build(ctx context.Context, dir string, log io.Writer) (binaries, error) {
 	var b binaries
-	out, err := goCmd(ctx, ".", "list", "-m", "-json")
+	out, err := goCmd(ctx, ".", "off", "list", "-m", "-json")
 	if err != nil {
 		return b, fmt.Errorf("run the benchmark from the bench module (GOWORK=off go -C bench run .): %w", err)
 	}
@@ -53,7 +54,7 @@ func build(ctx context.Context, dir string, log io.Writer) (binaries, error) {
 	if err := json.Unmarshal(out, &mod); err != nil || mod.Path != benchModule {
 		return b, fmt.Errorf("run the benchmark from the bench module (GOWORK=off go -C bench run .); here the main module is %q", mod.Path)
 	}
-	out, err = goCmd(ctx, mod.Dir, "list", "-m", "-f", "{{.Dir}}", rootModule)
+	out, err = goCmd(ctx, mod.Dir, "off", "list", "-m", "-f", "{{.Dir}}", rootModule)
 	if err != nil {
 		return b, err
 	}
@@ -62,17 +63,17 @@ func build(ctx context.Context, dir string, log io.Writer) (binaries, error) {
 	b.collector = filepath.Join(dir, "benchcol")
 	b.relay = filepath.Join(dir, "otlpretry")
 	steps := []struct {
-		what, dir string
-		args      []string
+		what, dir, work string
+		args            []string
 	}{
-		{"the application", mod.Dir, []string{"build", "-o", b.app, benchModule + "/cmd/benchapp"}},
-		{"the relay", b.rootDir, []string{"build", "-o", b.relay, "./cmd/otlpretry"}},
-		{"the Collector (slow the first time)", mod.Dir, []string{"build", "-o", b.collector, benchModule + "/cmd/benchcol"}},
+		{"the application", mod.Dir, "off", []string{"build", "-o", b.app, benchModule + "/cmd/benchapp"}},
+		{"the relay", b.rootDir, filepath.Join(b.rootDir, "go.work"), []string{"build", "-o", b.relay, "./cmd/otlpretry"}},
+		{"the Collector (slow the first time)", mod.Dir, "off", []string{"build", "-o", b.collector, benchModule + "/cmd/benchcol"}},
 	}
 	for _, s := range steps {
 		t := time.Now()
 		fmt.Fprintf(log, "building %s ...", s.what)
-		if _, err := goCmd(ctx, s.dir, s.args...); err != nil {
+		if _, err := goCmd(ctx, s.dir, s.work, s.args...); err != nil {
 			fmt.Fprintln(log)
 			return b, err
 		}

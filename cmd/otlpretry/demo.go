@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/otlpretry/otlpretry/internal/demo"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/demo"
 )
 
 func runDemo(ctx context.Context, args []string, e *env) int {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/otlpretry/otlpretry/internal/drain"
-	"github.com/otlpretry/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/drain"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
 )
 
 func runDrain(ctx context.Context, args []string, e *env) int {

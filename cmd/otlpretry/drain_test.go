@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/otlpretry/otlpretry/internal/otlptest"
-	"github.com/otlpretry/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 	"github.com/otlpretry/otlpretry/spool"
 )
 

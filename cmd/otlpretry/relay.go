@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/otlpretry/otlpretry"
-	"github.com/otlpretry/otlpretry/internal/otlpenv"
-	"github.com/otlpretry/otlpretry/internal/relay"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/relay"
 	"github.com/otlpretry/otlpretry/spool"
 )
 

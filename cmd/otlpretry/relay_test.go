@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/otlpretry/otlpretry/internal/otlptest"
-	"github.com/otlpretry/otlpretry/internal/relay"
-	"github.com/otlpretry/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/relay"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 )
 
 // The header the relay adds upstream, from OTEL_EXPORTER_OTLP_HEADERS; its

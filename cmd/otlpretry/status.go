@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/otlpretry/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 )
 
 func runStatus(_ context.Context, args []string, e *env) int {

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/otlpretry/otlpretry/internal/otlptest"
-	"github.com/otlpretry/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 	"github.com/otlpretry/otlpretry/spool"
 )
 

@@ -30,7 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/otlpretry/otlpretry"
-	"github.com/otlpretry/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
 	"github.com/otlpretry/otlpretry/spool"
 )
 

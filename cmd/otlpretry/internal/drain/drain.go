@@ -27,7 +27,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/otlpretry/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
