@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otlpretry/otlpretry/internal/otlptest"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 	"github.com/otlpretry/otlpretry/spool"
 )
 

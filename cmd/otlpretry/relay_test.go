@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/otlpretry/otlpretry/internal/otlptest"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/relay"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 )
 
 // The header the relay adds upstream, from OTEL_EXPORTER_OTLP_HEADERS; its

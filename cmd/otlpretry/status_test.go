@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/otlpretry/otlpretry/internal/otlptest"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
