@@ -82,7 +82,7 @@ func TestAttemptTimeout(t *testing.T) {
 	}
 }
 
-// TestAttemptOfUnheldExport: with no hold (WithMaxHold(0)) attempts end
+// TestAttemptOfUnheldExport: with no hold (WithMaxHold(-1)) attempts end
 // with the exporter's context and are cancelled when they end, as with
 // context.WithTimeout; the earlier of the two deadlines is reported.
 func TestAttemptOfUnheldExport(t *testing.T) {

@@ -55,10 +55,8 @@
 //
 // # Credentials
 //
-// Nothing secret is written to disk: records keep no header outside an
-// explicit allow-list (spool.WithHeaderAllowList; Authorization, Cookie and
-// Proxy-Authorization never), and URLs lose their user information and
-// query string. Spooled exports are sent with the URL and headers of this
+// Nothing secret is written to disk: the transport stores no request
+// header at all, and URLs lose their user information and query string. Spooled exports are sent with the URL and headers of this
 // process's latest live request to the same endpoint, or with WithHeaders.
 // Exports left by an earlier process wait up to 60 s (WithAdoptWait) for
 // such a live request.
@@ -66,25 +64,29 @@
 // # Configuration
 //
 // Every default can be changed with an Option or an environment variable;
-// an Option wins over the environment.
+// an Option wins over the environment. One rule holds for every numeric
+// setting: zero, or leaving it unset, keeps the default; a negative value
+// turns off what can be off (marked "off" below) and is an error from New
+// for the rest. A variable that cannot be read is logged as a warning and
+// ignored, never an error, as the OTel SDK treats its own variables.
 //
 //	Option                    Variable                          Default
 //	WithDir                   OTLPRETRY_DIR                     <os.UserCacheDir>/otlpretry/<program>
 //	WithMaxBytes              OTLPRETRY_MAX_BYTES               536870912 (512 MiB)
 //	WithSync                  OTLPRETRY_SYNC                    process (survives kill -9; "durable" also survives power loss)
 //	WithFullPolicy            OTLPRETRY_FULL_POLICY             drop-newest (or drop-oldest)
-//	WithMaxAge                OTLPRETRY_MAX_AGE                 0 (never expire)
-//	WithMaxHold               OTLPRETRY_MAX_HOLD                500ms (0: wait for steps 1 and 2)
-//	WithImmediateRetryDelay   OTLPRETRY_IMMEDIATE_RETRY_DELAY   1s (negative: no immediate retry)
+//	WithMaxAge                OTLPRETRY_MAX_AGE                 never expire (off: never expire)
+//	WithMaxHold               OTLPRETRY_MAX_HOLD                500ms (off: wait for steps 1 and 2)
+//	WithImmediateRetryDelay   OTLPRETRY_IMMEDIATE_RETRY_DELAY   1s (off: no immediate retry)
 //	WithMaxImmediateWait      OTLPRETRY_MAX_IMMEDIATE_WAIT      5s
-//	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s
+//	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s (off: never skip the retry for slowness)
 //	WithConcurrency           OTLPRETRY_CONCURRENCY             4
 //	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
 //	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
-//	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval 0: no probes)
-//	WithBusyProbe             OTLPRETRY_BUSY_PROBE_INTERVAL     10s (0: no probes of busy servers)
-//	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m
-//	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m
+//	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval off: no probes)
+//	WithBusyProbe             OTLPRETRY_BUSY_PROBE_INTERVAL     10s (off: no probes of busy servers)
+//	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m (off: log every message)
+//	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m (off: no wait)
 //	WithAttemptTimeout        OTEL_EXPORTER_OTLP_TIMEOUT        10000 (ms), per signal
 //	                          OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_TIMEOUT
 //

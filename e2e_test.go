@@ -299,7 +299,7 @@ func e2eTransport(t *testing.T, name string) *otlpretry.Transport {
 	t.Helper()
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(t.TempDir()),
-		otlpretry.WithAdoptWait(0),
+		otlpretry.WithAdoptWait(-1),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {

@@ -19,6 +19,14 @@ import (
 
 // Defaults. Each can be changed by an Option and by the environment
 // variable named beside it; an Option wins over the environment.
+//
+// One rule holds for every numeric setting, Option and variable alike:
+// zero (or not setting it) keeps the default, and a negative value turns
+// off what can be off (the hold bound, the immediate retry, the slow-attempt
+// skip, probes, busy probes, the maximum age, the log rate limit and the
+// adopt wait). A negative value for a setting that cannot be off (sizes,
+// counts, timeouts, backoff) is an error from New. A variable whose value
+// cannot be read is logged and ignored, as the OTel SDK treats its own.
 const (
 	DefaultMaxHold             = 500 * time.Millisecond // OTLPRETRY_MAX_HOLD
 	DefaultImmediateRetryDelay = time.Second            // OTLPRETRY_IMMEDIATE_RETRY_DELAY
@@ -34,14 +42,23 @@ const (
 	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
 	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
 	DefaultAdoptWait           = time.Minute            // OTLPRETRY_ADOPT_WAIT
-	DefaultMaxBytes            = spool.DefaultMaxBytes
+	DefaultMaxBytes            = spool.DefaultMaxBytes  // OTLPRETRY_MAX_BYTES
 )
 
+// config is what New runs with. Options and variables write the public
+// values (zero: default; negative: off); resolve turns them into the
+// values below, whose meaning the code relies on:
+//   - maxHold 0: no bound, the export call waits for its attempts;
+//   - immediateRetryDelay < 0: no immediate retry;
+//   - slowAttempt 0: an attempt is never too slow for the immediate retry;
+//   - probeInterval, busyProbeInterval 0: no such probes;
+//   - maxAge 0: exports never expire;
+//   - logInterval 0: every message is logged;
+//   - adoptWait 0: left-over exports are sent without waiting.
 type config struct {
 	next                http.RoundTripper
 	ownNext             bool // next was made here, so Shutdown may close its idle connections
 	dir                 string
-	spoolOpts           []spool.Option
 	maxBytes            int64
 	syncMode            spool.SyncMode
 	fullPolicy          spool.FullPolicy
@@ -66,6 +83,7 @@ type config struct {
 	clock               clockwork.Clock
 	jitter              func() float64
 	onEvent             func(senderEvent) // tests observe the sender's decisions
+	envWarnings         []string          // variables that could not be read, logged once the logger is known
 }
 
 // senderEvent reports a decision of the background sender to tests.
@@ -90,7 +108,8 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 // WithTransport sets the RoundTripper that carries requests. If nil, a
-// clone of http.DefaultTransport is used.
+// clone of http.DefaultTransport is used, keeping enough idle connections
+// per host for the sends in flight.
 func WithTransport(rt http.RoundTripper) Option {
 	return optionFunc(func(c *config) { c.next = rt })
 }
@@ -100,7 +119,8 @@ func WithTransport(rt http.RoundTripper) Option {
 // left is sent by the next run of the same program.
 func WithDir(dir string) Option { return optionFunc(func(c *config) { c.dir = dir }) }
 
-// WithMaxBytes caps the spool on disk. Default 512 MiB (OTLPRETRY_MAX_BYTES).
+// WithMaxBytes caps the spool on disk, quarantine included. Default 512 MiB
+// (OTLPRETRY_MAX_BYTES).
 func WithMaxBytes(n int64) Option { return optionFunc(func(c *config) { c.maxBytes = n }) }
 
 // WithSync sets what a spooled export survives. Default spool.SyncProcess:
@@ -114,15 +134,9 @@ func WithFullPolicy(p spool.FullPolicy) Option {
 	return optionFunc(func(c *config) { c.fullPolicy = p })
 }
 
-// WithMaxAge drops spooled exports older than d. Default 0, never
-// (OTLPRETRY_MAX_AGE).
+// WithMaxAge drops spooled exports older than d when they come up to be
+// sent. Default: never (OTLPRETRY_MAX_AGE).
 func WithMaxAge(d time.Duration) Option { return optionFunc(func(c *config) { c.maxAge = d }) }
-
-// WithSpoolOptions passes further options to spool.Open, such as
-// spool.WithHeaderAllowList.
-func WithSpoolOptions(opts ...spool.Option) Option {
-	return optionFunc(func(c *config) { c.spoolOpts = append(c.spoolOpts, opts...) })
-}
 
 // WithMaxHold bounds how long an export call waits on the endpoint. When
 // the attempts (first try, immediate retry) have not ended by then, the
@@ -131,13 +145,13 @@ func WithSpoolOptions(opts ...spool.Option) Option {
 // blackholed endpoint never holds the SDK's batch processor longer than
 // this, which at 2,000 spans/s and the SDK's default queue of 2,048 spans
 // is what keeps it from dropping spans. Default 500 ms (OTLPRETRY_MAX_HOLD);
-// 0 waits for the attempts to end, as the reference SDK does.
+// negative: no bound, the call waits for the attempts to end, as the
+// reference SDK does.
 func WithMaxHold(d time.Duration) Option { return optionFunc(func(c *config) { c.maxHold = d }) }
 
 // WithImmediateRetryDelay sets the wait before the one immediate retry of a
-// failed export. Default 1 s (OTLPRETRY_IMMEDIATE_RETRY_DELAY). A negative
-// value turns the immediate retry off: failed exports go to the spool at
-// once.
+// failed export. Default 1 s (OTLPRETRY_IMMEDIATE_RETRY_DELAY); negative:
+// no immediate retry, failed exports go to the spool at once.
 func WithImmediateRetryDelay(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.immediateRetryDelay = d })
 }
@@ -150,7 +164,8 @@ func WithMaxImmediateWait(d time.Duration) Option {
 }
 
 // WithSlowAttempt skips the immediate retry when the first attempt took
-// longer than d. Default 10 s (OTLPRETRY_SLOW_ATTEMPT).
+// longer than d. Default 10 s (OTLPRETRY_SLOW_ATTEMPT); negative: never
+// skip it for slowness.
 func WithSlowAttempt(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.slowAttempt = d })
 }
@@ -176,10 +191,10 @@ func WithMaxRetryAfter(d time.Duration) Option {
 // WithProbe sets how often an unreachable endpoint (refused, reset or
 // timed-out connections) is probed with an empty export while the backoff
 // waits, and how long a probe may take. Defaults 100 ms and 2 s
-// (OTLPRETRY_PROBE_INTERVAL, OTLPRETRY_PROBE_TIMEOUT). One probe runs at a
-// time, so a blackholed endpoint sees one connection attempt per timeout;
-// an endpoint whose name does not resolve is probed at most once a second,
-// to spare the resolver. An interval of 0 turns probes off.
+// (OTLPRETRY_PROBE_INTERVAL, OTLPRETRY_PROBE_TIMEOUT); a negative interval
+// turns these probes off. One probe runs at a time, so a blackholed
+// endpoint sees one connection attempt per timeout; an endpoint whose name
+// does not resolve is probed at most once a second, to spare the resolver.
 func WithProbe(interval, timeout time.Duration) Option {
 	return optionFunc(func(c *config) { c.probeInterval, c.probeTimeout = interval, timeout })
 }
@@ -187,13 +202,13 @@ func WithProbe(interval, timeout time.Duration) Option {
 // WithBusyProbe sets how often a busy endpoint (408, 429, 5xx without
 // Retry-After) is probed with an empty export while a backoff wait longer
 // than that runs; only an accepted probe ends the wait early. Default 10 s
-// (OTLPRETRY_BUSY_PROBE_INTERVAL); 0 turns these probes off.
+// (OTLPRETRY_BUSY_PROBE_INTERVAL); negative turns these probes off.
 func WithBusyProbe(interval time.Duration) Option {
 	return optionFunc(func(c *config) { c.busyProbeInterval = interval })
 }
 
 // WithLogInterval sets the least time between two log messages of one kind.
-// Default 60 s (OTLPRETRY_LOG_INTERVAL).
+// Default 60 s (OTLPRETRY_LOG_INTERVAL); negative logs every message.
 func WithLogInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.logInterval = d })
 }
@@ -203,6 +218,9 @@ func WithLogInterval(d time.Duration) Option {
 // per-signal variants (milliseconds), else 10 s.
 func WithAttemptTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
+		if d == 0 {
+			return
+		}
 		for _, s := range []spool.Signal{spool.SignalUnknown, spool.SignalTraces, spool.SignalMetrics, spool.SignalLogs} {
 			c.attemptTimeout[s] = d
 		}
@@ -219,7 +237,8 @@ func WithHeaders(h http.Header) Option {
 // WithAdoptWait sets how long exports left by an earlier process wait for a
 // live request to their endpoint, whose headers (credentials) they are then
 // sent with. Default 60 s, the OTel metric reader's default interval
-// (OTLPRETRY_ADOPT_WAIT). Exports are sent sooner when WithHeaders is given.
+// (OTLPRETRY_ADOPT_WAIT); negative: no wait. Exports are sent sooner when
+// WithHeaders is given.
 func WithAdoptWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.adoptWait = d })
 }
@@ -241,29 +260,22 @@ func withEvents(f func(senderEvent)) Option {
 
 func newConfig(opts []Option) (*config, error) {
 	c := &config{
-		maxBytes:            DefaultMaxBytes,
-		maxHold:             DefaultMaxHold,
-		immediateRetryDelay: DefaultImmediateRetryDelay,
-		maxImmediateWait:    DefaultMaxImmediateWait,
-		slowAttempt:         DefaultSlowAttempt,
-		concurrency:         DefaultConcurrency,
-		backoffInitial:      DefaultBackoffInitial,
-		backoffMax:          DefaultBackoffMax,
-		maxRetryAfter:       DefaultMaxRetryAfter,
-		probeInterval:       DefaultProbeInterval,
-		probeTimeout:        DefaultProbeTimeout,
-		busyProbeInterval:   DefaultBusyProbeInterval,
-		logInterval:         DefaultLogInterval,
-		adoptWait:           DefaultAdoptWait,
-		attemptTimeout:      map[spool.Signal]time.Duration{},
-		clock:               clockwork.NewRealClock(),
-		jitter:              rand.Float64,
+		attemptTimeout: map[spool.Signal]time.Duration{},
+		clock:          clockwork.NewRealClock(),
+		jitter:         rand.Float64,
 	}
-	if err := c.fromEnv(os.Getenv); err != nil {
-		return nil, err
-	}
+	c.fromEnv(os.Getenv)
 	for _, o := range opts {
 		o.apply(c)
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	for _, w := range c.envWarnings {
+		c.logger.Warn("otlpretry: ignoring an environment variable that cannot be read; the default or the Option applies", "variable", w)
+	}
+	if err := c.resolve(); err != nil {
+		return nil, err
 	}
 	if c.next == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -273,9 +285,6 @@ func newConfig(opts []Option) (*config, error) {
 		tr.MaxIdleConnsPerHost = max(16, 2*c.concurrency)
 		c.next, c.ownNext = tr, true
 	}
-	if c.logger == nil {
-		c.logger = slog.Default()
-	}
 	if c.dir == "" {
 		dir, err := defaultDir()
 		if err != nil {
@@ -283,26 +292,86 @@ func newConfig(opts []Option) (*config, error) {
 		}
 		c.dir = dir
 	}
-	switch {
-	case c.concurrency < 1:
-		return nil, fmt.Errorf("otlpretry: concurrency must be at least 1, got %d", c.concurrency)
-	case c.backoffInitial <= 0 || c.backoffMax < c.backoffInitial:
-		return nil, fmt.Errorf("otlpretry: backoff must satisfy 0 < initial (%v) <= max (%v)", c.backoffInitial, c.backoffMax)
-	case c.maxHold < 0 || c.logInterval < 0 || c.slowAttempt < 0 || c.probeInterval < 0 || c.busyProbeInterval < 0 || c.maxRetryAfter < 0:
-		return nil, fmt.Errorf("otlpretry: durations must not be negative")
-	}
 	return c, nil
 }
 
-// fromEnv reads OTLPRETRY_* and the OTLP exporter timeouts; it runs before
-// the options, which therefore win.
-func (c *config) fromEnv(getenv func(string) string) error {
-	var errs []string
+// resolve applies the rule of the Defaults: zero keeps the default,
+// negative turns off what can be off and is an error elsewhere. It leaves
+// the values the config type documents.
+func (c *config) resolve() error {
+	var bad []string
+	// can be off: zero is the default, negative is off (internal zero, or
+	// the value named).
+	offable := func(v *time.Duration, def, off time.Duration) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = off
+		}
+	}
+	offable(&c.maxHold, DefaultMaxHold, 0)
+	offable(&c.immediateRetryDelay, DefaultImmediateRetryDelay, -1)
+	offable(&c.slowAttempt, DefaultSlowAttempt, 0)
+	offable(&c.probeInterval, DefaultProbeInterval, 0)
+	offable(&c.busyProbeInterval, DefaultBusyProbeInterval, 0)
+	offable(&c.maxAge, 0, 0)
+	offable(&c.logInterval, DefaultLogInterval, 0)
+	offable(&c.adoptWait, DefaultAdoptWait, 0)
+	// cannot be off: zero is the default, negative an error.
+	required := func(name string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			bad = append(bad, fmt.Sprintf("%s must not be negative, got %v", name, *v))
+		}
+	}
+	required("max immediate wait", &c.maxImmediateWait, DefaultMaxImmediateWait)
+	required("backoff initial", &c.backoffInitial, DefaultBackoffInitial)
+	required("backoff max", &c.backoffMax, DefaultBackoffMax)
+	required("max retry-after", &c.maxRetryAfter, DefaultMaxRetryAfter)
+	required("probe timeout", &c.probeTimeout, DefaultProbeTimeout)
+	for _, s := range []spool.Signal{spool.SignalUnknown, spool.SignalTraces, spool.SignalMetrics, spool.SignalLogs} {
+		d := c.attemptTimeout[s]
+		required("attempt timeout", &d, DefaultAttemptTimeout)
+		c.attemptTimeout[s] = d
+	}
+	switch {
+	case c.maxBytes == 0:
+		c.maxBytes = DefaultMaxBytes
+	case c.maxBytes < 0:
+		bad = append(bad, fmt.Sprintf("max bytes must not be negative, got %d", c.maxBytes))
+	}
+	switch {
+	case c.concurrency == 0:
+		c.concurrency = DefaultConcurrency
+	case c.concurrency < 0:
+		bad = append(bad, fmt.Sprintf("concurrency must not be negative, got %d", c.concurrency))
+	}
+	if len(bad) == 0 && c.backoffMax < c.backoffInitial {
+		bad = append(bad, fmt.Sprintf("backoff must satisfy initial (%v) <= max (%v)", c.backoffInitial, c.backoffMax))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("otlpretry: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// fromEnv reads OTLPRETRY_* and the OTLP exporters' timeouts; it runs
+// before the options, which therefore win. A value that cannot be read is
+// ignored and kept in envWarnings, never an error: a typo in the
+// environment must not stop the application, and an Option may set the
+// same thing anyway.
+func (c *config) fromEnv(getenv func(string) string) {
+	warn := func(name, v string, why any) {
+		c.envWarnings = append(c.envWarnings, fmt.Sprintf("%s=%q: %v", name, v, why))
+	}
 	dur := func(name string, dst *time.Duration) {
 		if v := getenv(name); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
+				warn(name, v, err)
 				return
 			}
 			*dst = d
@@ -312,7 +381,7 @@ func (c *config) fromEnv(getenv func(string) string) error {
 		if v := getenv(name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
+				warn(name, v, err)
 				return
 			}
 			*dst = n
@@ -326,18 +395,18 @@ func (c *config) fromEnv(getenv func(string) string) error {
 	integer("OTLPRETRY_CONCURRENCY", &conc)
 	c.concurrency = int(conc)
 	if v := getenv("OTLPRETRY_SYNC"); v != "" {
-		m, err := spool.ParseSyncMode(v)
-		if err != nil {
-			errs = append(errs, "OTLPRETRY_SYNC: "+err.Error())
+		if m, err := spool.ParseSyncMode(v); err != nil {
+			warn("OTLPRETRY_SYNC", v, err)
+		} else {
+			c.syncMode = m
 		}
-		c.syncMode = m
 	}
 	if v := getenv("OTLPRETRY_FULL_POLICY"); v != "" {
-		p, err := spool.ParseFullPolicy(v)
-		if err != nil {
-			errs = append(errs, "OTLPRETRY_FULL_POLICY: "+err.Error())
+		if p, err := spool.ParseFullPolicy(v); err != nil {
+			warn("OTLPRETRY_FULL_POLICY", v, err)
+		} else {
+			c.fullPolicy = p
 		}
-		c.fullPolicy = p
 	}
 	dur("OTLPRETRY_MAX_AGE", &c.maxAge)
 	dur("OTLPRETRY_MAX_HOLD", &c.maxHold)
@@ -362,12 +431,12 @@ func (c *config) fromEnv(getenv func(string) string) error {
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			errs = append(errs, fmt.Sprintf("%s=%q: want milliseconds", name, v))
+			warn(name, v, "want milliseconds")
 			return 0, false
 		}
 		return time.Duration(n) * time.Millisecond, true
 	}
-	general := DefaultAttemptTimeout
+	var general time.Duration // zero: the default, applied by resolve
 	if d, ok := ms("OTEL_EXPORTER_OTLP_TIMEOUT"); ok {
 		general = d
 	}
@@ -382,10 +451,6 @@ func (c *config) fromEnv(getenv func(string) string) error {
 			c.attemptTimeout[sig] = d
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("otlpretry: bad environment: %s", strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 // defaultDir is per program, so that two programs of one user do not send

@@ -1,6 +1,8 @@
 package otlpretry
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +27,9 @@ func TestConfigFromEnvironment(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "7000",
 	}
 	c := &config{attemptTimeout: map[spool.Signal]time.Duration{}}
-	if err := c.fromEnv(func(k string) string { return env[k] }); err != nil {
-		t.Fatal(err)
+	c.fromEnv(func(k string) string { return env[k] })
+	if len(c.envWarnings) != 0 {
+		t.Fatalf("warnings for good values: %v", c.envWarnings)
 	}
 	checks := []struct {
 		name      string
@@ -74,28 +77,111 @@ func TestOptionsWinOverEnvironment(t *testing.T) {
 	}
 }
 
-func TestBadConfigIsAClearError(t *testing.T) {
+// TestBadOptionIsAClearError: an Option that cannot hold (a negative value
+// for a setting that cannot be off, an inverted backoff) fails New and
+// says which setting.
+func TestBadOptionIsAClearError(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		env  map[string]string
 		opts []Option
 		want string
 	}{
-		{"bad duration", map[string]string{"OTLPRETRY_MAX_HOLD": "soon"}, nil, "OTLPRETRY_MAX_HOLD"},
-		{"bad sync", map[string]string{"OTLPRETRY_SYNC": "always"}, nil, "unknown sync mode"},
-		{"bad timeout", map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, nil, "want milliseconds"},
-		{"zero concurrency", nil, []Option{WithConcurrency(0)}, "concurrency"},
-		{"backoff inverted", nil, []Option{WithBackoff(time.Minute, time.Second)}, "backoff"},
+		{"negative concurrency", []Option{WithConcurrency(-1)}, "concurrency"},
+		{"negative max bytes", []Option{WithMaxBytes(-1)}, "max bytes"},
+		{"negative attempt timeout", []Option{WithAttemptTimeout(-time.Second)}, "attempt timeout"},
+		{"negative retry-after bound", []Option{WithMaxRetryAfter(-time.Second)}, "retry-after"},
+		{"backoff inverted", []Option{WithBackoff(time.Minute, time.Second)}, "backoff"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
 			_, err := New(append([]Option{WithDir(t.TempDir())}, tc.opts...)...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBadEnvironmentIsLoggedAndIgnored: a variable that cannot be read
+// never fails New (the OTel SDK treats its own variables so); it is logged,
+// naming the variable, and the default or the Option applies.
+func TestBadEnvironmentIsLoggedAndIgnored(t *testing.T) {
+	for _, tc := range []struct {
+		name, variable, value string
+		opts                  []Option
+		check                 func(*config) bool
+	}{
+		{"bad duration, default applies", "OTLPRETRY_MAX_HOLD", "soon", nil,
+			func(c *config) bool { return c.maxHold == DefaultMaxHold }},
+		{"bad duration, option applies", "OTLPRETRY_MAX_HOLD", "soon", []Option{WithMaxHold(time.Second)},
+			func(c *config) bool { return c.maxHold == time.Second }},
+		{"bad sync", "OTLPRETRY_SYNC", "always", nil,
+			func(c *config) bool { return c.syncMode == spool.SyncProcess }},
+		{"bad integer", "OTLPRETRY_CONCURRENCY", "many", []Option{WithConcurrency(3)},
+			func(c *config) bool { return c.concurrency == 3 }},
+		{"bad timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", "10s", nil,
+			func(c *config) bool { return c.attemptTimeout[spool.SignalTraces] == DefaultAttemptTimeout }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tc.variable, tc.value)
+			var logged strings.Builder
+			opts := append([]Option{WithDir(t.TempDir()), WithLogger(slog.New(slog.NewTextHandler(&logged, nil)))}, tc.opts...)
+			c, err := newConfig(opts)
+			if err != nil {
+				t.Fatalf("New must not fail on a bad variable: %v", err)
+			}
+			if !tc.check(c) {
+				t.Errorf("the bad value was not ignored: %+v", c)
+			}
+			if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), tc.variable) {
+				t.Errorf("no warning naming %s; logged:\n%s", tc.variable, logged.String())
+			}
+			tr, err := New(opts...)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			tr.Shutdown(context.Background())
+		})
+	}
+}
+
+// TestZeroIsDefaultNegativeIsOff: the one rule for numeric settings.
+func TestZeroIsDefaultNegativeIsOff(t *testing.T) {
+	t.Setenv("OTLPRETRY_DIR", t.TempDir())
+	zero, err := newConfig([]Option{WithMaxHold(0), WithImmediateRetryDelay(0), WithProbe(0, 0),
+		WithBusyProbe(0), WithSlowAttempt(0), WithLogInterval(0), WithAdoptWait(0), WithConcurrency(0),
+		WithMaxBytes(0), WithAttemptTimeout(0), WithBackoff(0, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []struct {
+		name      string
+		got, want any
+	}{
+		{"max hold", zero.maxHold, DefaultMaxHold},
+		{"immediate retry", zero.immediateRetryDelay, DefaultImmediateRetryDelay},
+		{"probe", zero.probeInterval, DefaultProbeInterval},
+		{"probe timeout", zero.probeTimeout, DefaultProbeTimeout},
+		{"busy probe", zero.busyProbeInterval, DefaultBusyProbeInterval},
+		{"slow attempt", zero.slowAttempt, DefaultSlowAttempt},
+		{"log interval", zero.logInterval, DefaultLogInterval},
+		{"adopt wait", zero.adoptWait, DefaultAdoptWait},
+		{"concurrency", zero.concurrency, DefaultConcurrency},
+		{"max bytes", zero.maxBytes, int64(DefaultMaxBytes)},
+		{"attempt timeout", zero.attemptTimeout[spool.SignalLogs], DefaultAttemptTimeout},
+		{"backoff", zero.backoffMax, DefaultBackoffMax},
+	} {
+		if ch.got != ch.want {
+			t.Errorf("zero %s: got %v, want the default %v", ch.name, ch.got, ch.want)
+		}
+	}
+	off, err := newConfig([]Option{WithMaxHold(-1), WithImmediateRetryDelay(-1), WithProbe(-1, 0),
+		WithBusyProbe(-1), WithSlowAttempt(-1), WithLogInterval(-1), WithAdoptWait(-1), WithMaxAge(-1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off.maxHold != 0 || off.immediateRetryDelay >= 0 || off.probeInterval != 0 || off.busyProbeInterval != 0 ||
+		off.slowAttempt != 0 || off.logInterval != 0 || off.adoptWait != 0 || off.maxAge != 0 {
+		t.Errorf("negative must turn off: %+v", off)
 	}
 }
 

@@ -67,15 +67,14 @@ func New(opts ...Option) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	spoolOpts := append([]spool.Option{
+	sp, err := spool.Open(cfg.dir,
 		spool.WithMaxBytes(cfg.maxBytes),
 		spool.WithSync(cfg.syncMode),
 		spool.WithFullPolicy(cfg.fullPolicy),
 		spool.WithMaxAge(cfg.maxAge),
 		spool.WithLogger(cfg.logger),
 		spool.WithClock(cfg.clock.Now),
-	}, cfg.spoolOpts...)
-	sp, err := spool.Open(cfg.dir, spoolOpts...)
+	)
 	if err != nil {
 		return nil, fmt.Errorf("otlpretry: %w", err)
 	}
@@ -271,7 +270,7 @@ func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time
 		return false
 	}
 	now := t.cfg.clock.Now()
-	if now.Sub(start) > t.cfg.slowAttempt {
+	if t.cfg.slowAttempt > 0 && now.Sub(start) > t.cfg.slowAttempt {
 		return false
 	}
 	wait := t.cfg.immediateRetryDelay
@@ -388,9 +387,6 @@ func (t *Transport) hurryRetries() {
 	next := make(chan struct{})
 	close(*t.hurry.Swap(&next))
 }
-
-// Spool is the store behind the transport, for inspection.
-func (t *Transport) Spool() *spool.Spool { return t.spool }
 
 // maxDetached bounds the exports whose attempts outlive their hold; past
 // it the endpoint is too slow to be worth a direct try.

@@ -50,7 +50,7 @@ func newHarness(t *testing.T, opts ...Option) *harness {
 		withJitter(func() float64 { return 0 }),
 		withEvents(func(e senderEvent) { h.events <- e }),
 		WithLogger(slog.New(h.logs)),
-		WithAdoptWait(0),
+		WithAdoptWait(-1),
 	}
 	rt, err := New(append(base, opts...)...)
 	if err != nil {
@@ -163,7 +163,7 @@ func TestRejectedAnswerGoesBackUnchanged(t *testing.T) {
 }
 
 func TestImmediateRetryAfterOneSecond(t *testing.T) {
-	h := newHarness(t, WithMaxHold(0))
+	h := newHarness(t, WithMaxHold(-1))
 	h.coll.Script(otlptest.Answer{Status: 503})
 	done := make(chan *http.Response)
 	go func() {
@@ -188,7 +188,7 @@ func TestImmediateRetryAfterOneSecond(t *testing.T) {
 }
 
 func TestImmediateRetryHonoursShortRetryAfter(t *testing.T) {
-	h := newHarness(t, WithMaxHold(0))
+	h := newHarness(t, WithMaxHold(-1))
 	h.coll.Script(otlptest.Answer{Status: 429, Header: http.Header{"Retry-After": {"3"}}})
 	done := make(chan struct{})
 	go func() {
@@ -256,7 +256,7 @@ func TestHandOffAnswersWithEmptyResponseOfRequestEncoding(t *testing.T) {
 // TestOutageSpoolsThenDrains walks the whole path: two failed attempts, the
 // hand-off, the circuit skipping the endpoint, backoff, and the drain.
 func TestOutageSpoolsThenDrains(t *testing.T) {
-	h := newHarness(t, WithMaxHold(0))
+	h := newHarness(t, WithMaxHold(-1))
 	h.coll.SetDefault(otlptest.Answer{Status: 503})
 
 	done := make(chan struct{})
@@ -862,7 +862,7 @@ func TestForceFlushEndsTheAdoptWait(t *testing.T) {
 // TestUnstorableExportIsCountedAsDropped: a body that cannot be read again
 // for the spool never reaches it, so the transport counts the drop itself.
 func TestUnstorableExportIsCountedAsDropped(t *testing.T) {
-	h := newHarness(t, WithImmediateRetryDelay(-1), WithMaxHold(0))
+	h := newHarness(t, WithImmediateRetryDelay(-1), WithMaxHold(-1))
 	h.coll.Stop()
 	req, _ := http.NewRequest(http.MethodPost, h.coll.Endpoint(otlptest.Traces), strings.NewReader("x"))
 	req.Header.Set("Content-Type", "application/x-protobuf")
@@ -948,7 +948,7 @@ func TestRetrySkippedPastExporterDeadline(t *testing.T) {
 		opts []Option
 	}{
 		{"held", nil},
-		{"no hold", []Option{WithMaxHold(0)}},
+		{"no hold", []Option{WithMaxHold(-1)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.opts...)

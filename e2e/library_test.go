@@ -311,7 +311,7 @@ func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
 	t.Helper()
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
-		otlpretry.WithAdoptWait(0),
+		otlpretry.WithAdoptWait(-1),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {

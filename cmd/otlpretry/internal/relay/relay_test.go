@@ -30,7 +30,7 @@ func newTestRelay(t *testing.T, maxBytes int64) (*Relay, *otlpretry.Transport, *
 	quiet := slog.New(slog.DiscardHandler)
 	rt, err := otlpretry.New(otlpretry.WithDir(t.TempDir()), otlpretry.WithTransport(down),
 		otlpretry.WithMaxBytes(maxBytes), otlpretry.WithImmediateRetryDelay(-1),
-		otlpretry.WithProbe(0, 0), otlpretry.WithLogger(quiet))
+		otlpretry.WithProbe(-1, 0), otlpretry.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
