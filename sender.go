@@ -32,6 +32,7 @@ type sender struct {
 	reachCh   chan struct{} // the direct path got an answer from the endpoint
 	hurryCh   chan struct{} // a flush asks not to wait for credentials
 	flushCh   chan chan struct{}
+	failCh    chan struct{} // a direct attempt failed: see failed
 	quit      chan struct{}
 	done      chan struct{}
 
@@ -44,6 +45,9 @@ type sender struct {
 	// sends, without a goroutine switch and a claim through run between
 	// every two records.
 	healthyEpoch atomic.Uint64
+
+	failMu  sync.Mutex // guards failure
+	failure *result    // the latest direct failure run has not taken yet
 }
 
 type senderState int
@@ -78,6 +82,7 @@ func newSender(t *Transport) *sender {
 		reachCh: make(chan struct{}, 1),
 		hurryCh: make(chan struct{}, 1),
 		flushCh: make(chan chan struct{}),
+		failCh:  make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		ctx:     ctx,
@@ -92,7 +97,31 @@ func (s *sender) start() {
 	})
 }
 
-func (s *sender) wake()      { signal(s.wakeCh) }
+func (s *sender) wake() { signal(s.wakeCh) }
+
+// failed reports that the direct path's attempts at an export failed, with
+// the last answer's Retry-After: run waits on it exactly as on a failure of
+// its own. Callers report before the export reaches the spool (Put or
+// Release), and run takes the report before every claim and after it, so
+// the export is never sent before the wait.
+func (s *sender) failed(r directResult, target *spool.Record) {
+	s.failMu.Lock()
+	s.failure = &result{out: r.out, retryAfter: r.retryAfter, target: target, nameLookup: isNameLookup(r.err)}
+	s.failMu.Unlock()
+	signal(s.failCh)
+}
+
+// takeFailure returns the direct failure reported since the last call.
+func (s *sender) takeFailure() (result, bool) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	f := s.failure
+	s.failure = nil
+	if f == nil {
+		return result{}, false
+	}
+	return *f, true
+}
 func (s *sender) reachable() { signal(s.reachCh) }
 
 func signal(ch chan struct{}) {
@@ -174,6 +203,41 @@ func (s *sender) run() {
 		stopTimer(&probeTimer)
 		state = trial
 	}
+	// startWait answers a failure of the current epoch, the sender's own or
+	// the direct path's: the circuit opens and the sender waits for the
+	// server's Retry-After, else the backoff.
+	startWait := func(r result) {
+		t.circuitOpen.Store(true)
+		epoch++
+		wait := r.retryAfter
+		if wait > cfg.maxRetryAfter {
+			wait = cfg.maxRetryAfter
+		}
+		if wait == 0 {
+			wait = bo.next()
+		}
+		state = waiting
+		unreachableE = r.out == unreachable
+		lastFailed = r.target
+		stopTimer(&waitTimer)
+		waitTimer = clock.NewTimer(wait)
+		if every := probeEvery(cfg, r, wait); every > 0 && !probing {
+			stopTimer(&probeTimer)
+			probeTimer = clock.NewTimer(every)
+			probeInterval = every
+		}
+		cfg.event(senderEvent{kind: "wait", wait: wait, out: r.out})
+	}
+	// takeDirectFailure starts a wait for a failure the direct path
+	// reported, unless a wait already answers the endpoint's failing (as
+	// for a late failure of the sender's own).
+	takeDirectFailure := func() bool {
+		f, ok := s.takeFailure()
+		if ok && state != waiting {
+			startWait(f)
+		}
+		return ok
+	}
 
 	for {
 		if state == healthy {
@@ -188,10 +252,22 @@ func (s *sender) run() {
 		case state == trial && inflight == 0:
 			capacity = 1
 		}
+		if takeDirectFailure() {
+			capacity = 0
+		}
 		if capacity > 0 {
 			recs, err := t.spool.Claim(capacity)
 			if err != nil && !errors.Is(err, spool.ErrClosed) {
 				cfg.logger.Warn("otlpretry: cannot read the spool", "err", err)
+			}
+			if takeDirectFailure() {
+				// Reported while claiming: what was claimed may include
+				// the failed export, which must wait.
+				for _, r := range recs {
+					s.release(r.ID)
+				}
+				recs = nil
+				capacity = 0
 			}
 			for _, r := range recs {
 				if backlogSince.IsZero() {
@@ -200,7 +276,7 @@ func (s *sender) run() {
 				inflight++
 				go s.deliver(r, epoch, results)
 			}
-			if len(recs) == 0 && inflight == 0 {
+			if len(recs) == 0 && inflight == 0 && state != waiting {
 				if !backlogSince.IsZero() && drainedCount > 0 {
 					cfg.logger.Info("otlpretry: backlog delivered",
 						"exports", drainedCount, "took", clock.Since(backlogSince).Round(time.Millisecond))
@@ -260,31 +336,13 @@ func (s *sender) run() {
 				t.circuitOpen.Store(true)
 				s.release(r.target.ID)
 			case r.out.retryable():
-				t.circuitOpen.Store(true)
-				epoch++
-				wait := r.retryAfter
-				if wait > cfg.maxRetryAfter {
-					wait = cfg.maxRetryAfter
-				}
-				if wait == 0 {
-					wait = bo.next()
-				}
-				state = waiting
-				unreachableE = r.out == unreachable
-				lastFailed = r.target
-				stopTimer(&waitTimer)
-				waitTimer = clock.NewTimer(wait)
-				if every := probeEvery(cfg, r, wait); every > 0 && !probing {
-					stopTimer(&probeTimer)
-					probeTimer = clock.NewTimer(every)
-					probeInterval = every
-				}
+				startWait(r)
 				s.release(r.target.ID)
-				cfg.event(senderEvent{kind: "wait", wait: wait, out: r.out})
 			}
 
 		case <-ready:
 		case <-s.wakeCh:
+		case <-s.failCh: // taken at the top of the loop
 		case <-idleTicker.Chan():
 			// Claim again: the spool rescans for records left by processes
 			// that died while this one runs.

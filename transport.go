@@ -176,6 +176,9 @@ type directResult struct {
 	resp *http.Response
 	err  error
 	out  outcome
+	// retryAfter is what the last attempt's answer asked to wait, for the
+	// sender's wait when the export is handed off.
+	retryAfter time.Duration
 }
 
 // tryDirect makes the first attempt of x and, when it fails in a way worth
@@ -187,27 +190,27 @@ func (t *Transport) tryDirect(ctx context.Context, x *exchange) directResult {
 	resp, err := t.attempt(ctx, req, p, signal)
 	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
 	if !out.retryable() {
-		return directResult{resp, err, out}
+		return directResult{resp, err, out, 0}
 	}
 	discard(resp)
 	t.counters.retried.Add(1)
 	if !t.shouldRetryNow(x, start, wait) {
-		return directResult{nil, err, out}
+		return directResult{nil, err, out, wait}
 	}
 	if wait == 0 {
 		wait = t.cfg.immediateRetryDelay
 	}
 	if err := t.sleep(ctx, wait); err != nil {
-		return directResult{nil, err, canceled}
+		return directResult{nil, err, canceled, 0}
 	}
 	resp, err = t.attempt(ctx, req, p, signal)
-	out, _ = evaluate(ctx, resp, err, t.cfg.clock.Now())
+	out, wait = evaluate(ctx, resp, err, t.cfg.clock.Now())
 	if out.retryable() {
 		discard(resp)
 		t.counters.retried.Add(1)
 		resp = nil
 	}
-	return directResult{resp, err, out}
+	return directResult{resp, err, out, wait}
 }
 
 // conclude answers the exporter once the direct attempts have ended.
@@ -217,7 +220,12 @@ func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal,
 		return t.finish(req, r.resp, r.err, r.out)
 	}
 	// Failed, or the exporter gave up waiting: the export is still worth
-	// keeping.
+	// keeping. A failure is the endpoint's answer as much as one of the
+	// sender's own: it sets the sender's wait before the export reaches
+	// the spool, so that the sender cannot send it at once.
+	if r.out.retryable() {
+		t.sender.failed(r, newRecord(req, nil, signal))
+	}
 	return t.handOff(req, p, signal, r.out.String())
 }
 
@@ -248,6 +256,9 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
 		}
 	default:
+		if r.out.retryable() {
+			t.sender.failed(r, rec) // before the release, as in conclude
+		}
 		err = t.spool.Release(rec.ID)
 		t.counters.spooled.Add(1)
 		t.circuitOpen.Store(true)

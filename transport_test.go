@@ -575,6 +575,8 @@ func TestRefusedSpooledExportIsQuarantined(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	// The direct path's 503 sets the sender's backoff, as its own would.
+	h.clock.Advance(h.nextEvent("wait").wait)
 	h.nextEvent("idle")
 	st := h.rt.Stats()
 	if st.Quarantined != 1 || st.Records != 0 || st.Delivered != 0 {
@@ -1006,5 +1008,78 @@ func TestHandedOffExportRetriesPastExporterDeadline(t *testing.T) {
 	}
 	if h.coll.Requests(tracesPath) != 2 || h.coll.Spans() != 2 {
 		t.Fatalf("requests %d, spans %d", h.coll.Requests(tracesPath), h.coll.Spans())
+	}
+}
+
+// TestDirectFailureRetryAfterHoldsTheSender: when the direct path's last
+// answer carries a Retry-After, the sender waits that long before sending
+// the handed-off export, as it would after a failure of its own; it does
+// not send it again at once.
+func TestDirectFailureRetryAfterHoldsTheSender(t *testing.T) {
+	h := newHarness(t, WithMaxHold(-1))
+	busy := otlptest.Answer{Status: 503, Header: http.Header{"Retry-After": {"3"}}}
+	h.coll.Script(busy, busy) // the first attempt and the immediate retry
+	done := make(chan error, 1)
+	go func() {
+		resp, _, err := h.export(2, nil)
+		if err == nil {
+			readAll(t, resp)
+			if resp.Header.Get("Otlpretry-Spooled") != "1" {
+				err = fmt.Errorf("status %d, not stored", resp.StatusCode)
+			}
+		}
+		done <- err
+	}()
+	h.waitRequests(tracesPath, 1)
+	h.advanceWhenBlocked(1, 3*time.Second) // the immediate retry waits the server's 3 s
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if e := h.nextEvent("wait"); e.wait != 3*time.Second {
+		t.Fatalf("sender waits %v, want the retry's Retry-After 3s", e.wait)
+	}
+	if n := h.coll.Requests(tracesPath); n != 2 {
+		t.Fatalf("%d requests before the wait ended, want 2 (the sender must not send at once)", n)
+	}
+	h.clock.Advance(3 * time.Second)
+	h.nextEvent("idle")
+	if st := h.rt.Stats(); st.Delivered != 1 || st.Records != 0 || h.coll.Spans() != 2 || h.coll.Requests(tracesPath) != 3 {
+		t.Fatalf("after the wait: %+v, spans %d, requests %d", st, h.coll.Spans(), h.coll.Requests(tracesPath))
+	}
+}
+
+// TestHeldFailureRetryAfterHoldsTheSender: the same for an export answered
+// at the end of its hold whose attempt then fails with a Retry-After.
+func TestHeldFailureRetryAfterHoldsTheSender(t *testing.T) {
+	gate := &gatedTransport{next: http.DefaultTransport, arrived: make(chan struct{}), release: make(chan struct{})}
+	h := newHarness(t, WithTransport(gate), WithImmediateRetryDelay(-1))
+	h.coll.Script(otlptest.Answer{Status: 503, Header: http.Header{"Retry-After": {"3"}}})
+	done := make(chan error, 1)
+	go func() {
+		resp, _, err := h.export(2, nil)
+		if err == nil {
+			readAll(t, resp)
+		}
+		done <- err
+	}()
+	<-gate.arrived
+	h.advanceWhenBlocked(1, DefaultMaxHold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(gate.release) // the held attempt now gets its 503 with Retry-After 3
+	if err := h.rt.waitDetached(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if e := h.nextEvent("wait"); e.wait != 3*time.Second {
+		t.Fatalf("sender waits %v, want the held attempt's Retry-After 3s", e.wait)
+	}
+	if n := h.coll.Requests(tracesPath); n != 1 {
+		t.Fatalf("%d requests before the wait ended, want 1", n)
+	}
+	h.clock.Advance(3 * time.Second)
+	h.nextEvent("idle")
+	if st := h.rt.Stats(); st.Delivered != 1 || st.Records != 0 || h.coll.Spans() != 2 || h.coll.SpanDuplicates() != 0 {
+		t.Fatalf("after the wait: %+v, spans %d dups %d", st, h.coll.Spans(), h.coll.SpanDuplicates())
 	}
 }
