@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -176,7 +177,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 type directResult struct {
 	resp *http.Response
 	err  error
-	out  outcome
+	out  retry.Outcome
+	// cause names a retryable failure for the log (retry.Cause).
+	cause string
 }
 
 // tryDirect makes the first attempt of x and, when it fails in a way worth
@@ -186,40 +189,49 @@ func (t *Transport) tryDirect(ctx context.Context, x *exchange) directResult {
 	req, p, signal := x.req, &x.p, x.signal
 	start := t.cfg.clock.Now()
 	resp, err := t.attempt(ctx, req, p, signal)
-	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if !out.retryable() {
-		return directResult{resp, err, out}
+	out, wait := retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if !out.Retryable() {
+		return directResult{resp, err, out, ""}
 	}
-	discard(resp)
+	cause := describe(resp, err, out)
 	t.counters.retried.Add(1)
 	if !t.shouldRetryNow(x, start, wait) {
-		return directResult{nil, err, out}
+		return directResult{nil, err, out, cause}
 	}
 	if wait == 0 {
 		wait = t.cfg.immediateRetryDelay
 	}
 	if err := t.sleep(ctx, wait); err != nil {
-		return directResult{nil, err, canceled}
+		return directResult{nil, err, retry.Canceled, ""}
 	}
 	resp, err = t.attempt(ctx, req, p, signal)
-	out, _ = evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if out.retryable() {
-		discard(resp)
+	out, _ = retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if out.Retryable() {
+		cause = describe(resp, err, out)
 		t.counters.retried.Add(1)
 		resp = nil
 	}
-	return directResult{resp, err, out}
+	return directResult{resp, err, out, cause}
+}
+
+// reason names why the export could not be delivered directly: a
+// retryable failure's cause, else the outcome ("canceled").
+func (r directResult) reason() string {
+	if r.out.Retryable() && r.cause != "" {
+		return r.cause
+	}
+	return r.out.String()
 }
 
 // conclude answers the exporter once the direct attempts have ended.
 func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal, r directResult) (*http.Response, error) {
 	switch r.out {
-	case delivered, rejected:
+	case retry.Delivered, retry.Rejected:
 		return t.finish(req, r.resp, r.err, r.out)
 	}
 	// Failed, or the exporter gave up waiting: the export is still worth
 	// keeping.
-	return t.handOff(req, p, signal, r.out.String())
+	return t.handOff(req, p, signal, r.reason())
 }
 
 // settleDetached waits for the attempts of an export that was answered at
@@ -234,14 +246,14 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 	r := <-x.results
 	var err error
 	switch r.out {
-	case delivered:
+	case retry.Delivered:
 		discard(r.resp)
 		err = t.spool.Ack(rec.ID)
 		t.counters.direct.Add(1)
 		t.circuitOpen.Store(false)
 		t.sender.reachable()
-	case rejected:
-		detail := describe(r.resp, r.out)
+	case retry.Rejected:
+		detail := describe(r.resp, r.err, r.out)
 		err = t.spool.Quarantine(rec.ID, detail)
 		t.counters.rejected.Add(1)
 		if ok, held := t.rejectLimit.allow(); ok {
@@ -254,7 +266,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 		t.circuitOpen.Store(true)
 		t.sender.start()
 		t.sender.wake()
-		t.warnRetrying(req, r.out.String())
+		t.warnRetrying(req, r.reason())
 	}
 	if err != nil && !errors.Is(err, spool.ErrClosed) {
 		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", err)
@@ -287,12 +299,12 @@ func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time
 	return true
 }
 
-func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out outcome) (*http.Response, error) {
+func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out retry.Outcome) (*http.Response, error) {
 	switch out {
-	case delivered:
+	case retry.Delivered:
 		t.counters.direct.Add(1)
 		t.sender.reachable()
-	case rejected:
+	case retry.Rejected:
 		t.counters.rejected.Add(1)
 		t.sender.reachable()
 		if ok, held := t.rejectLimit.allow(); ok {
