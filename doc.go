@@ -42,7 +42,10 @@
 //     only its acceptance ends the wait. An export that gets a definite
 //     refusal is moved to the spool's quarantine folder and logged.
 //  6. Logs go to a *slog.Logger: a warning "Currently retrying N failed
-//     export(s) (B bytes)" at most once a minute while exports are spooled;
+//     export(s) (B bytes)" at most once a minute while exports are spooled,
+//     its reason naming the cause (connection refused, name not found, TLS
+//     handshake failed and why, timeout, connection reset, or the HTTP
+//     status);
 //     an error containing "dropping an export" when the spool is full, at
 //     most once a minute, with the number dropped; an info message when a
 //     backlog has been delivered. Each kind has its own limit.

@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -90,7 +91,7 @@ type config struct {
 type senderEvent struct {
 	kind      string // "wait", "probe", "idle"
 	wait      time.Duration
-	out       outcome
+	out       retry.Outcome
 	reachable bool
 }
 

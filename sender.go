@@ -15,6 +15,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -61,7 +62,7 @@ const (
 func (s senderState) String() string { return [...]string{"healthy", "waiting", "trial"}[s] }
 
 type result struct {
-	out        outcome
+	out        retry.Outcome
 	retryAfter time.Duration
 	epoch      uint64
 	target     *spool.Record // the record's addressing, without its body
@@ -217,7 +218,7 @@ func (s *sender) run() {
 			wait = bo.next()
 		}
 		state = waiting
-		unreachableE = r.out == unreachable
+		unreachableE = r.out == retry.Unreachable
 		lastFailed = r.target
 		stopTimer(&waitTimer)
 		waitTimer = clock.NewTimer(wait)
@@ -320,8 +321,8 @@ func (s *sender) run() {
 			inflight--
 			drainedCount += r.delivered
 			switch {
-			case r.out == delivered || r.out == rejected:
-				if r.out == delivered {
+			case r.out == retry.Delivered || r.out == retry.Rejected:
+				if r.out == retry.Delivered {
 					drainedCount++
 				}
 				if r.epoch == epoch {
@@ -331,11 +332,11 @@ func (s *sender) run() {
 					stopTimer(&probeTimer)
 					t.circuitOpen.Store(false)
 				}
-			case r.out.retryable() && (state == waiting || r.epoch != epoch):
+			case r.out.Retryable() && (state == waiting || r.epoch != epoch):
 				// This failure was already answered by a wait.
 				t.circuitOpen.Store(true)
 				s.release(r.target.ID)
-			case r.out.retryable():
+			case r.out.Retryable():
 				startWait(r)
 				s.release(r.target.ID)
 			}
@@ -364,12 +365,12 @@ func (s *sender) run() {
 			}
 			// An unreachable endpoint is back when it answers at all; a
 			// busy one only when it accepts.
-			back := out == delivered || (unreachableE && out != unreachable && out != canceled)
+			back := out == retry.Delivered || (unreachableE && out != retry.Unreachable && out != retry.Canceled)
 			if back {
 				endWait()
 			} else {
 				next := probeInterval
-				if unreachableE && pr.out == unreachable {
+				if unreachableE && pr.out == retry.Unreachable {
 					next = probeEvery(cfg, pr, 0) // a name that stopped resolving is probed less often
 				}
 				probeTimer = clock.NewTimer(next)
@@ -420,7 +421,7 @@ func (s *sender) deliver(rec *spool.Record, epoch uint64, results chan<- result)
 	sent := 0
 	for {
 		r := s.deliverOne(rec, epoch)
-		if r.out != delivered || s.healthyEpoch.Load() != epoch+1 {
+		if r.out != retry.Delivered || s.healthyEpoch.Load() != epoch+1 {
 			r.delivered = sent
 			results <- r
 			return
@@ -449,13 +450,13 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 	target := *rec
 	target.Body = nil
 	var (
-		out    outcome
+		out    retry.Outcome
 		wait   time.Duration
 		detail string
 	)
 	req, cancel, err := s.request(rec, nil, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
 	if err != nil {
-		out, detail = rejected, err.Error()
+		out, detail = retry.Rejected, err.Error()
 		t.spool.Recycle(rec)
 	} else {
 		defer cancel()
@@ -463,23 +464,23 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 		var resp *http.Response
 		resp, err = t.next.RoundTrip(req)
 		bodies.roundTripDone()
-		out, wait = evaluate(s.ctx, resp, err, t.cfg.clock.Now())
-		detail = describe(resp, out)
+		out, wait = retry.Evaluate(s.ctx, resp, err, t.cfg.clock.Now())
+		detail = describe(resp, err, out)
 	}
 
 	var settleErr error
 	switch {
-	case out == delivered:
+	case out == retry.Delivered:
 		settleErr = t.spool.Ack(rec.ID)
 		t.counters.delivered.Add(1)
-	case out == rejected:
+	case out == retry.Rejected:
 		settleErr = t.spool.Quarantine(rec.ID, detail)
 		t.counters.quarantined.Add(1)
 		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
 				"answer", detail, "dir", t.spool.Dir(), "similar_since_last", held)
 		}
-	case out.retryable():
+	case out.Retryable():
 		// Released by run, once it has decided to back off: released here,
 		// the record could be claimed and sent again before that decision.
 		t.counters.retried.Add(1)
@@ -498,18 +499,20 @@ func (s *sender) release(id spool.ID) {
 	}
 }
 
-// describe closes resp, keeping the start of a refusal's body as the reason
-// the record is quarantined.
-func describe(resp *http.Response, out outcome) string {
-	if resp == nil {
-		return ""
-	}
+// describe closes resp and says what the attempt came to: for a refusal,
+// the start of its body, the reason the record is quarantined; for a
+// retryable failure, its cause (retry.Cause).
+func describe(resp *http.Response, err error, out retry.Outcome) string {
 	var detail string
-	if out == rejected {
-		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		detail = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(snippet))
+	switch {
+	case out == retry.Rejected && resp != nil:
+		detail = retry.Refusal(resp)
+	case out.Retryable():
+		detail = retry.Cause(resp, err)
 	}
-	discard(resp)
+	if resp != nil {
+		discard(resp)
+	}
 	return detail
 }
 
@@ -518,7 +521,7 @@ func describe(resp *http.Response, out outcome) string {
 func (s *sender) probe(target *spool.Record, results chan<- result) {
 	t := s.t
 	if target == nil {
-		results <- result{out: unreachable}
+		results <- result{out: retry.Unreachable}
 		return
 	}
 	body, ct := []byte{}, "application/x-protobuf"
@@ -527,12 +530,12 @@ func (s *sender) probe(target *spool.Record, results chan<- result) {
 	}
 	req, cancel, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
 	if err != nil {
-		results <- result{out: unreachable}
+		results <- result{out: retry.Unreachable}
 		return
 	}
 	defer cancel()
 	resp, err := t.next.RoundTrip(req)
-	out, _ := evaluate(s.ctx, resp, err, t.cfg.clock.Now())
+	out, _ := retry.Evaluate(s.ctx, resp, err, t.cfg.clock.Now())
 	if err == nil {
 		discard(resp)
 	}
@@ -555,11 +558,11 @@ func isNameLookup(err error) bool {
 // rather than at the end of a wait that may have doubled past the outage.
 func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
 	switch {
-	case r.out == unreachable && r.nameLookup && cfg.probeInterval > 0:
+	case r.out == retry.Unreachable && r.nameLookup && cfg.probeInterval > 0:
 		return max(cfg.probeInterval, nameLookupProbeInterval)
-	case r.out == unreachable:
+	case r.out == retry.Unreachable:
 		return cfg.probeInterval
-	case r.out == serverBusy && r.retryAfter == 0 && cfg.busyProbeInterval > 0 && wait > cfg.busyProbeInterval:
+	case r.out == retry.ServerBusy && r.retryAfter == 0 && cfg.busyProbeInterval > 0 && wait > cfg.busyProbeInterval:
 		return cfg.busyProbeInterval
 	}
 	return 0

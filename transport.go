@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -175,10 +176,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 type directResult struct {
 	resp *http.Response
 	err  error
-	out  outcome
+	out  retry.Outcome
 	// retryAfter is what the last attempt's answer asked to wait, for the
 	// sender's wait when the export is handed off.
 	retryAfter time.Duration
+	// cause names a retryable failure for the log (retry.Cause).
+	cause string
 }
 
 // tryDirect makes the first attempt of x and, when it fails in a way worth
@@ -188,45 +191,54 @@ func (t *Transport) tryDirect(ctx context.Context, x *exchange) directResult {
 	req, p, signal := x.req, &x.p, x.signal
 	start := t.cfg.clock.Now()
 	resp, err := t.attempt(ctx, req, p, signal)
-	out, wait := evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if !out.retryable() {
-		return directResult{resp, err, out, 0}
+	out, wait := retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if !out.Retryable() {
+		return directResult{resp, err, out, 0, ""}
 	}
-	discard(resp)
+	cause := describe(resp, err, out)
 	t.counters.retried.Add(1)
 	if !t.shouldRetryNow(x, start, wait) {
-		return directResult{nil, err, out, wait}
+		return directResult{nil, err, out, wait, cause}
 	}
 	if wait == 0 {
 		wait = t.cfg.immediateRetryDelay
 	}
 	if err := t.sleep(ctx, wait); err != nil {
-		return directResult{nil, err, canceled, 0}
+		return directResult{nil, err, retry.Canceled, 0, ""}
 	}
 	resp, err = t.attempt(ctx, req, p, signal)
-	out, wait = evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if out.retryable() {
-		discard(resp)
+	out, wait = retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
+	if out.Retryable() {
+		cause = describe(resp, err, out)
 		t.counters.retried.Add(1)
 		resp = nil
 	}
-	return directResult{resp, err, out, wait}
+	return directResult{resp, err, out, wait, cause}
+}
+
+// reason names why the export could not be delivered directly: a
+// retryable failure's cause, else the outcome ("canceled").
+func (r directResult) reason() string {
+	if r.out.Retryable() && r.cause != "" {
+		return r.cause
+	}
+	return r.out.String()
 }
 
 // conclude answers the exporter once the direct attempts have ended.
 func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal, r directResult) (*http.Response, error) {
 	switch r.out {
-	case delivered, rejected:
+	case retry.Delivered, retry.Rejected:
 		return t.finish(req, r.resp, r.err, r.out)
 	}
 	// Failed, or the exporter gave up waiting: the export is still worth
 	// keeping. A failure is the endpoint's answer as much as one of the
 	// sender's own: it sets the sender's wait before the export reaches
 	// the spool, so that the sender cannot send it at once.
-	if r.out.retryable() {
+	if r.out.Retryable() {
 		t.sender.failed(r, newRecord(req, nil, signal))
 	}
-	return t.handOff(req, p, signal, r.out.String())
+	return t.handOff(req, p, signal, r.reason())
 }
 
 // settleDetached waits for the attempts of an export that was answered at
@@ -241,14 +253,14 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 	r := <-x.results
 	var err error
 	switch r.out {
-	case delivered:
+	case retry.Delivered:
 		discard(r.resp)
 		err = t.spool.Ack(rec.ID)
 		t.counters.direct.Add(1)
 		t.circuitOpen.Store(false)
 		t.sender.reachable()
-	case rejected:
-		detail := describe(r.resp, r.out)
+	case retry.Rejected:
+		detail := describe(r.resp, r.err, r.out)
 		err = t.spool.Quarantine(rec.ID, detail)
 		t.counters.rejected.Add(1)
 		if ok, held := t.rejectLimit.allow(); ok {
@@ -256,7 +268,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
 		}
 	default:
-		if r.out.retryable() {
+		if r.out.Retryable() {
 			t.sender.failed(r, rec) // before the release, as in conclude
 		}
 		err = t.spool.Release(rec.ID)
@@ -264,7 +276,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 		t.circuitOpen.Store(true)
 		t.sender.start()
 		t.sender.wake()
-		t.warnRetrying(req, r.out.String())
+		t.warnRetrying(req, r.reason())
 	}
 	if err != nil && !errors.Is(err, spool.ErrClosed) {
 		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", err)
@@ -297,12 +309,12 @@ func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time
 	return true
 }
 
-func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out outcome) (*http.Response, error) {
+func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out retry.Outcome) (*http.Response, error) {
 	switch out {
-	case delivered:
+	case retry.Delivered:
 		t.counters.direct.Add(1)
 		t.sender.reachable()
-	case rejected:
+	case retry.Rejected:
 		t.counters.rejected.Add(1)
 		t.sender.reachable()
 		if ok, held := t.rejectLimit.allow(); ok {

@@ -19,6 +19,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/otlpretry/otlpretry/internal/otlptest"
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -278,7 +279,7 @@ func TestOutageSpoolsThenDrains(t *testing.T) {
 		t.Fatalf("after two failures: %+v", st)
 	}
 	// The sender tried at once, failed, and waits 1 s.
-	if e := h.nextEvent("wait"); e.wait != time.Second || e.out != serverBusy {
+	if e := h.nextEvent("wait"); e.wait != time.Second || e.out != retry.ServerBusy {
 		t.Fatalf("first backoff %+v", e)
 	}
 	before := h.coll.Requests(tracesPath)
@@ -522,7 +523,7 @@ func TestUnreachableEndpointIsProbed(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if e := h.nextEvent("wait"); e.wait != 128*time.Second || e.out != unreachable {
+	if e := h.nextEvent("wait"); e.wait != 128*time.Second || e.out != retry.Unreachable {
 		t.Fatalf("backoff %+v", e)
 	}
 	h.clock.Advance(DefaultProbeInterval)
@@ -890,11 +891,11 @@ func TestProbeInterval(t *testing.T) {
 		wait time.Duration
 		want time.Duration
 	}{
-		{"refused", result{out: unreachable, nameLookup: isNameLookup(errors.New("connect: connection refused"))}, time.Minute, DefaultProbeInterval},
-		{"name does not resolve", result{out: unreachable, nameLookup: isNameLookup(dnsErr)}, time.Minute, time.Second},
-		{"busy, long wait", result{out: serverBusy}, time.Minute, DefaultBusyProbeInterval},
-		{"busy, short wait", result{out: serverBusy}, 2 * time.Second, 0},
-		{"busy with Retry-After", result{out: serverBusy, retryAfter: time.Minute}, time.Minute, 0},
+		{"refused", result{out: retry.Unreachable, nameLookup: isNameLookup(errors.New("connect: connection refused"))}, time.Minute, DefaultProbeInterval},
+		{"name does not resolve", result{out: retry.Unreachable, nameLookup: isNameLookup(dnsErr)}, time.Minute, time.Second},
+		{"busy, long wait", result{out: retry.ServerBusy}, time.Minute, DefaultBusyProbeInterval},
+		{"busy, short wait", result{out: retry.ServerBusy}, 2 * time.Second, 0},
+		{"busy with Retry-After", result{out: retry.ServerBusy, retryAfter: time.Minute}, time.Minute, 0},
 	}
 	for _, tc := range cases {
 		if got := probeEvery(cfg, tc.r, tc.wait); got != tc.want {

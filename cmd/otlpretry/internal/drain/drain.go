@@ -4,17 +4,22 @@
 //
 // It opens the folder as a spool, so it works safely beside processes that
 // use it, claims the records oldest first and sends each with a few quick
-// retries. A record the endpoint refuses (a 4xx other than 408 and 429) is
-// moved to the quarantine, as the transport does. When a record still fails
-// after its retries the endpoint is taken to be down: no more records are
-// claimed, those in flight finish, and everything not sent stays in the
-// spool for a later drain or for the application.
+// retries. Answers are judged as the transport judges them (retry.Evaluate):
+// a record the endpoint refuses (1xx, 3xx, a 4xx other than 408 and 429) is
+// moved to the quarantine with the start of the answer as the reason; no
+// answer, 408, 429 and 5xx are retried after 1 s, doubling, or after the
+// server's Retry-After (seconds or an HTTP date, at most MaxRetryAfter).
+// When a record still fails after its retries the endpoint is taken to be
+// down: no more records are claimed or tried, those in flight finish, and
+// everything not sent stays in the spool for a later drain or for the
+// application. Result.Stopped then names the endpoint and the cause
+// (retry.Cause: "connection refused", "name not found", "HTTP 503 Service
+// Unavailable", ...).
 package drain
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,12 +27,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -57,6 +61,12 @@ type Config struct {
 	// goroutine at a time.
 	Progress func(Progress)
 	Logger   *slog.Logger
+	// Sleep waits d before a retry and returns early when ctx ends; nil
+	// means a timer.
+	Sleep func(ctx context.Context, d time.Duration)
+	// Now tells the time, to read a Retry-After given as a date; nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // Progress counts records and their bytes on disk.
@@ -106,6 +116,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if fi, err := os.Stat(filepath.Join(cfg.Dir, "pending")); err != nil || !fi.IsDir() {
 		// spool.Open would create an empty spool in a mistyped folder.
@@ -180,6 +196,11 @@ func (d *drainer) run(ctx context.Context) Result {
 		go func() {
 			defer wg.Done()
 			for rec := range work {
+				if d.isStopped() {
+					// Not tried: it stays claimed until Close puts it
+					// back in line, its attempt count unchanged.
+					continue
+				}
 				d.settle(ctx, rec)
 			}
 		}()
@@ -219,11 +240,11 @@ claiming:
 // settle sends one record, retrying, and settles it in the spool.
 func (d *drainer) settle(ctx context.Context, rec *spool.Record) {
 	size := rec.Size()
-	wait := time.Second
+	backoff := time.Second
 	for attempt := 0; ; attempt++ {
-		code, retryAfter, detail, err := d.send(ctx, rec)
+		a := d.send(ctx, rec)
 		switch {
-		case err == nil && code >= 200 && code < 300:
+		case a.out == retry.Delivered:
 			if err := d.sp.Ack(rec.ID); err != nil {
 				d.cfg.Logger.Warn("drain: delivered, but cannot delete the record; it may be sent again", "id", rec.ID.String(), "err", err)
 			}
@@ -233,27 +254,22 @@ func (d *drainer) settle(ctx context.Context, rec *spool.Record) {
 			d.mu.Unlock()
 			d.report()
 			return
-		case err == nil && !retryable(code):
-			reason := fmt.Sprintf("HTTP %d: %s", code, detail)
-			if err := d.sp.Quarantine(rec.ID, reason); err != nil {
+		case a.out == retry.Rejected:
+			if err := d.sp.Quarantine(rec.ID, a.why); err != nil {
 				d.cfg.Logger.Warn("drain: cannot quarantine a refused record", "id", rec.ID.String(), "err", err)
 			}
-			d.cfg.Logger.Warn("drain: the endpoint refused an export; it is quarantined", "answer", reason)
+			d.cfg.Logger.Warn("drain: the endpoint refused an export; it is quarantined", "answer", a.why, "url", a.target)
 			d.mu.Lock()
 			d.prog.Rejected++
 			d.mu.Unlock()
 			d.report()
 			return
 		}
-		why := fmt.Sprintf("HTTP %d", code)
-		if err != nil {
-			why = err.Error()
-		}
-		if ctx.Err() != nil || attempt >= d.cfg.Retries || d.isStopped() {
-			if ctx.Err() != nil {
+		if a.out == retry.Canceled || ctx.Err() != nil || attempt >= d.cfg.Retries || d.isStopped() {
+			if a.out == retry.Canceled || ctx.Err() != nil {
 				d.stop("interrupted")
 			} else {
-				d.stop("the endpoint is failing: " + why)
+				d.stop(fmt.Sprintf("the endpoint %s is failing: %s", a.target, a.why))
 			}
 			d.mu.Lock()
 			d.giveUp = append(d.giveUp, rec.ID)
@@ -262,26 +278,37 @@ func (d *drainer) settle(ctx context.Context, rec *spool.Record) {
 			d.report()
 			return
 		}
-		pause := wait
-		if retryAfter > 0 {
-			pause = min(retryAfter, d.cfg.MaxRetryAfter)
+		pause := backoff
+		if a.wait > 0 {
+			pause = min(a.wait, d.cfg.MaxRetryAfter)
 		}
-		wait *= 2
-		t := time.NewTimer(pause)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		}
+		backoff *= 2
+		d.cfg.Sleep(ctx, pause)
 	}
 }
 
-func retryable(code int) bool {
-	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
-// send makes one attempt. err is set when no answer came.
-func (d *drainer) send(ctx context.Context, rec *spool.Record) (code int, retryAfter time.Duration, detail string, err error) {
+// answer is what one attempt came to.
+type answer struct {
+	out  retry.Outcome
+	wait time.Duration // the server's Retry-After, for retry.ServerBusy
+	// why is the quarantine reason of a refusal (retry.Refusal), or the
+	// cause of a failure (retry.Cause).
+	why    string
+	target string // where it went, without user information
+}
+
+// send makes one attempt; retry.Evaluate judges it.
+func (d *drainer) send(ctx context.Context, rec *spool.Record) answer {
 	target := rec.URL
 	if d.cfg.Endpoint != nil {
 		path := ""
@@ -290,13 +317,14 @@ func (d *drainer) send(ctx context.Context, rec *spool.Record) (code int, retryA
 		}
 		target = otlpenv.SignalURL(d.cfg.Endpoint, rec.Signal, path)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
+	actx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(rec.Body))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, target, bytes.NewReader(rec.Body))
 	if err != nil {
 		// A URL that cannot be used will never work: treat as refused.
-		return http.StatusBadRequest, 0, "unusable URL: " + err.Error(), nil
+		return answer{out: retry.Rejected, why: "unusable URL: " + err.Error()}
 	}
+	a := answer{target: req.URL.Redacted()}
 	for k, vs := range rec.Header {
 		req.Header[k] = append([]string(nil), vs...)
 	}
@@ -309,29 +337,16 @@ func (d *drainer) send(ctx context.Context, rec *spool.Record) (code int, retryA
 	}
 	req.Header.Set("User-Agent", "otlpretry-drain")
 	resp, err := d.cfg.Transport.RoundTrip(req)
-	if err != nil {
-		return 0, 0, "", redact(err)
+	a.out, a.wait = retry.Evaluate(ctx, resp, err, d.cfg.Now())
+	if a.out == retry.Rejected {
+		a.why = retry.Refusal(resp)
+	} else {
+		a.why = retry.Cause(resp, err)
 	}
-	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-	if s := strings.TrimSpace(resp.Header.Get("Retry-After")); s != "" {
-		if secs, perr := strconv.Atoi(s); perr == nil && secs > 0 {
-			retryAfter = time.Duration(secs) * time.Second
-		} else if t, perr := http.ParseTime(s); perr == nil {
-			retryAfter = time.Until(t)
-		}
+	if resp != nil {
+		// Read a little more, so that the connection can be reused.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+		resp.Body.Close()
 	}
-	return resp.StatusCode, retryAfter, string(bytes.TrimSpace(snippet)), nil
-}
-
-// redact drops the URL's user information from a transport error.
-func redact(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if u, perr := url.Parse(ue.URL); perr == nil {
-			return fmt.Errorf("%s %s: %w", ue.Op, u.Redacted(), ue.Err)
-		}
-	}
-	return err
+	return a
 }
