@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -78,13 +79,14 @@ type config struct {
 	logInterval         time.Duration
 	adoptWait           time.Duration
 	attemptTimeout      map[spool.Signal]time.Duration
-	headers             http.Header
+	headers             []destinationHeaders
 	logger              *slog.Logger
 	meterProvider       metric.MeterProvider
 	clock               clockwork.Clock
 	jitter              func() float64
 	onEvent             func(senderEvent) // tests observe the sender's decisions
 	envWarnings         []string          // variables that could not be read, logged once the logger is known
+	optionErrs          []string          // options that cannot hold, reported by New
 }
 
 // senderEvent reports a decision of the background sender to tests.
@@ -228,18 +230,62 @@ func WithAttemptTimeout(d time.Duration) Option {
 	})
 }
 
-// WithHeaders sets headers for sending spooled exports when no live request
-// to the same endpoint has been seen, typically those a previous process
-// left. They are kept in memory only. Default none.
-func WithHeaders(h http.Header) Option {
-	return optionFunc(func(c *config) { c.headers = h.Clone() })
+// WithEndpointHeaders sets the headers (typically credentials) that
+// spooled exports to one destination are sent with when this process has
+// made no live request to it, typically exports a previous process left.
+// endpoint is the destination's URL: "https://collector:4318/v1/traces"
+// for one signal's endpoint, or a base such as "https://collector:4318",
+// which covers every path under it; the longest match wins. The headers
+// are never sent anywhere else, and are kept in memory only. Give it once
+// per destination, as the OTel SDK's OTEL_EXPORTER_OTLP_{SIGNAL}_HEADERS
+// give each signal's endpoint its own. Default none: spooled exports are
+// sent with the headers of the latest live request to their own
+// destination only.
+func WithEndpointHeaders(endpoint string, h http.Header) Option {
+	return optionFunc(func(c *config) {
+		u, err := url.Parse(endpoint)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			c.optionErrs = append(c.optionErrs, fmt.Sprintf("WithEndpointHeaders: %q is not an absolute URL", endpoint))
+			return
+		}
+		c.headers = append(c.headers, destinationHeaders{
+			scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Host),
+			path: strings.TrimSuffix(u.Path, "/"), header: h.Clone(),
+		})
+	})
+}
+
+// destinationHeaders are headers configured for the destinations under one
+// URL (WithEndpointHeaders).
+type destinationHeaders struct {
+	scheme, host, path string
+	header             http.Header
+}
+
+// headersFor returns the configured headers of the destination of u: the
+// entry with the same scheme and host whose path is u's path or a parent of
+// it, the longest such; ok is false when none is configured.
+func (c *config) headersFor(u *url.URL) (h http.Header, ok bool) {
+	best := -1
+	for _, d := range c.headers {
+		if d.scheme != strings.ToLower(u.Scheme) || d.host != strings.ToLower(u.Host) {
+			continue
+		}
+		if u.Path != d.path && !strings.HasPrefix(u.Path, d.path+"/") {
+			continue
+		}
+		if len(d.path) > best {
+			best, h, ok = len(d.path), d.header, true
+		}
+	}
+	return h, ok
 }
 
 // WithAdoptWait sets how long exports left by an earlier process wait for a
 // live request to their endpoint, whose headers (credentials) they are then
 // sent with. Default 60 s, the OTel metric reader's default interval
 // (OTLPRETRY_ADOPT_WAIT); negative: no wait. Exports are sent sooner when
-// WithHeaders is given.
+// WithEndpointHeaders is given.
 func WithAdoptWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.adoptWait = d })
 }
@@ -300,7 +346,7 @@ func newConfig(opts []Option) (*config, error) {
 // negative turns off what can be off and is an error elsewhere. It leaves
 // the values the config type documents.
 func (c *config) resolve() error {
-	var bad []string
+	bad := append([]string(nil), c.optionErrs...)
 	// can be off: zero is the default, negative is off (internal zero, or
 	// the value named).
 	offable := func(v *time.Duration, def, off time.Duration) {

@@ -97,7 +97,7 @@ func TestRestartDeliversWhatAKilledProcessSpooled(t *testing.T) {
 	// after the count, or the sender could deliver some before it.
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
-		otlpretry.WithHeaders(http.Header{"X-Restart-Test": {"next run"}}),
+		otlpretry.WithEndpointHeaders(coll.URL(), http.Header{"X-Restart-Test": {"next run"}}),
 		otlpretry.WithLogger(otlptest.Logger(t, "next run")),
 	)
 	if err != nil {
@@ -134,7 +134,7 @@ func TestRestartDeliversWhatAKilledProcessSpooled(t *testing.T) {
 		t.Fatalf("%d of %d spans the killed process's exporter got success for were never delivered, e.g. %v", len(missing), len(keys), missing[0])
 	}
 	if got := coll.LastHeader("/v1/traces").Get("X-Restart-Test"); got != "next run" {
-		t.Errorf("adopted exports sent with X-Restart-Test %q, want the next run's WithHeaders", got)
+		t.Errorf("adopted exports sent with X-Restart-Test %q, want the next run's WithEndpointHeaders", got)
 	}
 }
 

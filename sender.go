@@ -72,6 +72,10 @@ type result struct {
 	// nameLookup: the endpoint was unreachable because its name did not
 	// resolve, so probes go at most once a second (see probeEvery).
 	nameLookup bool
+	// credentials: the record was refused for want of credentials (see
+	// deliverOne); the endpoint itself answers, so the circuit stays
+	// closed for live exports, which bring their own.
+	credentials bool
 }
 
 func newSender(t *Transport) *sender {
@@ -208,7 +212,9 @@ func (s *sender) run() {
 	// the direct path's: the circuit opens and the sender waits for the
 	// server's Retry-After, else the backoff.
 	startWait := func(r result) {
-		t.circuitOpen.Store(true)
+		if !r.credentials {
+			t.circuitOpen.Store(true)
+		}
 		epoch++
 		wait := r.retryAfter
 		if wait > cfg.maxRetryAfter {
@@ -334,7 +340,9 @@ func (s *sender) run() {
 				}
 			case r.out.Retryable() && (state == waiting || r.epoch != epoch):
 				// This failure was already answered by a wait.
-				t.circuitOpen.Store(true)
+				if !r.credentials {
+					t.circuitOpen.Store(true)
+				}
 				s.release(r.target.ID)
 			case r.out.Retryable():
 				startWait(r)
@@ -397,7 +405,7 @@ func (s *sender) run() {
 // stopped meanwhile.
 func (s *sender) waitForCredentials() bool {
 	cfg := s.t.cfg
-	if cfg.headers != nil || cfg.adoptWait <= 0 {
+	if len(cfg.headers) > 0 || cfg.adoptWait <= 0 {
 		return true
 	}
 	timer := cfg.clock.NewTimer(cfg.adoptWait)
@@ -450,11 +458,12 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 	target := *rec
 	target.Body = nil
 	var (
-		out    retry.Outcome
-		wait   time.Duration
-		detail string
+		out         retry.Outcome
+		wait        time.Duration
+		detail      string
+		credentials bool
 	)
-	req, cancel, err := s.request(rec, nil, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
+	req, cancel, live, err := s.request(rec, nil, rec.ContentType, rec.ContentEncoding, t.cfg.attemptTimeout[rec.Signal])
 	if err != nil {
 		out, detail = retry.Rejected, err.Error()
 		t.spool.Recycle(rec)
@@ -465,7 +474,22 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 		resp, err = t.next.RoundTrip(req)
 		bodies.roundTripDone()
 		out, wait = retry.Evaluate(s.ctx, resp, err, t.cfg.clock.Now())
-		detail = describe(resp, err, out)
+		if out == retry.Rejected && !live && wantsCredentials(resp) {
+			credentials = true
+			// Sent without a live request's credentials: the refusal
+			// says nothing about the export, which waits, as for a busy
+			// server, for a live request to its destination. It is never
+			// quarantined for this.
+			out = retry.ServerBusy
+			detail = "waiting for credentials: " + retry.Cause(resp, nil)
+			discard(resp)
+			if ok, held := t.credsLimit.allow(); ok {
+				t.cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live request to its destination (or WithEndpointHeaders for it)",
+					"url", redactedURL(req), "answer", detail, "similar_since_last", held)
+			}
+		} else {
+			detail = describe(resp, err, out)
+		}
 	}
 
 	var settleErr error
@@ -489,7 +513,13 @@ func (s *sender) deliverOne(rec *spool.Record, epoch uint64) result {
 	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
 		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
 	}
-	return result{out: out, retryAfter: wait, epoch: epoch, target: &target, nameLookup: isNameLookup(err)}
+	return result{out: out, retryAfter: wait, epoch: epoch, target: &target, nameLookup: isNameLookup(err), credentials: credentials}
+}
+
+// wantsCredentials reports an answer that refuses the request's
+// credentials rather than the export: 401 and 403.
+func wantsCredentials(resp *http.Response) bool {
+	return resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
 }
 
 // release puts a record that failed back in line.
@@ -528,7 +558,7 @@ func (s *sender) probe(target *spool.Record, results chan<- result) {
 	if target.ContentType == "application/json" {
 		body, ct = []byte("{}"), "application/json"
 	}
-	req, cancel, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
+	req, cancel, _, err := s.request(target, body, ct, "", t.cfg.probeTimeout)
 	if err != nil {
 		results <- result{out: retry.Unreachable}
 		return
@@ -573,32 +603,35 @@ func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
 const nameLookupProbeInterval = time.Second
 
 // request builds the request for a spooled record: the live URL and
-// headers of its endpoint when this process has seen them, else the
-// configured headers. A nil body is left for the caller to set.
-func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding string, timeout time.Duration) (*http.Request, context.CancelFunc, error) {
+// headers of its own destination when this process has seen them (live is
+// then true), else the headers configured for that destination, else none.
+// Headers of one destination never go to another. A nil body is left for
+// the caller to set.
+func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding string, timeout time.Duration) (req *http.Request, cancel context.CancelFunc, live bool, err error) {
 	t := s.t
 	var (
 		u      *url.URL
 		header http.Header
 	)
-	if live, ok := t.endpoints.lookup(rec.URL); ok {
-		// The live request's parsed URL, copied: parsing it again for
-		// each record of a drain cost as much as reading the record.
-		lu := live.url
+	if lr, ok := t.endpoints.lookup(rec.URL); ok {
+		// The live request's parsed URL, copied, so that a drain does not
+		// parse the same URL once per record.
+		live = true
+		lu := lr.url
 		u = &lu
-		header = make(http.Header, len(live.header)+len(rec.Header)+2)
-		for k, v := range live.header {
+		header = make(http.Header, len(lr.header)+len(rec.Header)+2)
+		for k, v := range lr.header {
 			// Shared, not copied: the value slices are the endpoint's own
 			// clone, full to capacity, which RoundTrippers do not modify.
 			header[k] = v
 		}
 	} else {
-		var err error
 		if u, err = url.Parse(rec.URL); err != nil {
-			return nil, nil, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
+			return nil, nil, false, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
 		}
-		header = make(http.Header, len(t.cfg.headers)+len(rec.Header)+2)
-		for k, v := range t.cfg.headers {
+		configured, _ := t.cfg.headersFor(u)
+		header = make(http.Header, len(configured)+len(rec.Header)+2)
+		for k, v := range configured {
 			header[k] = append([]string(nil), v...)
 		}
 	}
@@ -615,11 +648,11 @@ func (s *sender) request(rec *spool.Record, body []byte, contentType, encoding s
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", rd)
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "", rd)
 	if err != nil {
 		cancel()
-		return nil, nil, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
+		return nil, nil, false, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
 	}
 	req.URL, req.Host, req.Header = u, u.Host, header
-	return req, cancel, nil
+	return req, cancel, live, nil
 }

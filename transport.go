@@ -46,6 +46,7 @@ type Transport struct {
 	warnLimit   logLimiter // "Currently retrying ..."
 	dropLimit   logLimiter // "... dropping an export"
 	rejectLimit logLimiter // non-retryable answers
+	credsLimit  logLimiter // spooled exports refused for want of credentials
 
 	// exchanges and cancellers are reused from one export to the next, so
 	// that the happy path allocates little beyond what the lower transport
@@ -88,6 +89,7 @@ func New(opts ...Option) (*Transport, error) {
 		warnLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		credsLimit:   logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
 	}
 	hurry := make(chan struct{})

@@ -37,11 +37,18 @@ type harness struct {
 
 func newHarness(t *testing.T, opts ...Option) *harness {
 	t.Helper()
+	return newHarnessOn(t, otlptest.StartCollector(t), filepath.Join(t.TempDir(), "spool"), opts...)
+}
+
+// newHarnessOn is newHarness on a given collector and spool folder, for a
+// process that finds what another left.
+func newHarnessOn(t *testing.T, coll *otlptest.Collector, dir string, opts ...Option) *harness {
+	t.Helper()
 	h := &harness{
 		t:      t,
-		coll:   otlptest.StartCollector(t),
+		coll:   coll,
 		clock:  clockwork.NewFakeClockAt(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)),
-		dir:    filepath.Join(t.TempDir(), "spool"),
+		dir:    dir,
 		logs:   &logCapture{},
 		events: make(chan senderEvent, 100),
 	}

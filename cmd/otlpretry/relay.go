@@ -101,7 +101,7 @@ documentation). Flags take precedence over the environment.`, e)
 		otlpretry.WithDir(spoolDir),
 		// Non-nil even when empty: the backlog of an earlier run is then
 		// sent at once rather than after waiting for a live request.
-		otlpretry.WithHeaders(headers),
+		otlpretry.WithEndpointHeaders(upstream.String(), headers),
 	}
 	if isSet(fs, "max-bytes") {
 		if *maxBytes <= 0 {

@@ -15,6 +15,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -125,6 +126,10 @@ type Collector struct {
 	requests   map[string]int
 	bytes      int64
 	headers    map[string]http.Header
+	// want, when set, is the header every request must carry; a request
+	// without it is answered 401 and counted in badCredentials.
+	want           http.Header
+	badCredentials int
 }
 
 // serving is one listen generation. A fresh http.Server is needed for each
@@ -314,6 +319,7 @@ func (c *Collector) resetCountsLocked() {
 	c.requests = make(map[string]int)
 	c.bytes = 0
 	c.headers = make(map[string]http.Header)
+	c.badCredentials = 0
 }
 
 func (c *Collector) notifyLocked() {
@@ -411,6 +417,27 @@ func (c *Collector) BytesReceived() int64 {
 	return c.bytes
 }
 
+// RequireHeader makes the Collector check the credentials of every
+// request it gets: a request whose header name does not have exactly the
+// given value is answered 401, and counted by BadCredentials. A test that
+// gives each destination its own token thus fails when a credential is
+// missing or crosses to another destination.
+func (c *Collector) RequireHeader(name, value string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.want == nil {
+		c.want = http.Header{}
+	}
+	c.want.Set(name, value)
+}
+
+// BadCredentials counts the requests refused by RequireHeader.
+func (c *Collector) BadCredentials() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.badCredentials
+}
+
 // LastHeader returns a copy of the headers of the last request to path, or
 // nil if none arrived.
 func (c *Collector) LastHeader(path string) http.Header {
@@ -491,8 +518,21 @@ func (c *Collector) handle(run *serving, w http.ResponseWriter, r *http.Request)
 	c.requests[r.URL.Path]++
 	c.bytes += int64(len(raw))
 	c.headers[r.URL.Path] = r.Header.Clone()
+	credentialed := true
+	for k, v := range c.want {
+		if !slices.Equal(r.Header.Values(k), v) {
+			credentialed = false
+		}
+	}
+	if !credentialed {
+		c.badCredentials++
+	}
 	c.notifyLocked()
 	c.mu.Unlock()
+	if !credentialed && readErr == nil {
+		http.Error(w, "missing or wrong credentials", http.StatusUnauthorized)
+		return
+	}
 
 	if readErr != nil {
 		// The client went away mid-body; there is nobody to answer.
