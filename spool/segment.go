@@ -1,13 +1,12 @@
 package spool
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"io"
+	"io/fs"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // A segment is a file of records appended one after another, each framed as
@@ -101,217 +100,92 @@ func parseSegName(name string) (n segName, ok bool) {
 	return n, true
 }
 
-// The sidecar is a log of fixed 8-byte entries, each saying what happened
-// to the record at an offset of the segment:
-//
-//	offset  uint32  where the record (or corrupt region) starts
-//	op      uint8   opSettled or opReleased
-//	check   3 bytes the low 24 bits of the CRC-32C of the first 5 bytes
-//
-// Entries name records by offset rather than by position, so that damage
-// in the middle of a segment, which changes how many records a reader can
-// make out, cannot make an entry point at another record. An entry that
-// fails its check (torn by a power loss) is ignored: at worst a delivered
-// record is sent again. Sidecars are never synced, for the same reason.
+// segment is the index of one segment file.
+type segment struct {
+	key  ID
+	dir  string // folder holding its files now
+	name string // the segment file's name now
+
+	records  int   // records and corrupt regions it holds
+	bytes    int64 // its valid length
+	settled  int   // records settled: delivered, quarantined, dropped
+	live     int64 // bytes of the records not settled (estimated until loaded)
+	oldest   ID    // of its records not settled, when known before loading
+	ackBytes int64 // sidecar size
+	active   bool  // this process appends to it
+	busy     bool  // being loaded, moved or deleted: left alone meanwhile
+	gone     bool  // deleted, or taken by another process
+
+	// A loaded segment is this process's, in its folder: its slots are
+	// known and f is open. Unloaded ones wait in pending/.
+	f         File
+	slots     []slot
+	written   []slot // while in pending/: the slots as this process wrote them
+	next      int    // no slot below next is waiting
+	firstLive int    // no slot below firstLive is unsettled
+	claimedN  int    // slots claimed or settling now
+	refs      int    // I/O on f or the sidecar under way outside mu
+	dsync     *groupSync
+
+	ackMu      sync.Mutex // guards the five below
+	ack        File       // the sidecar, opened on first write
+	ackSize    int64      // its length
+	ackBroken  bool       // a failed write could not be undone: write no more
+	ackPending []byte     // entries not written yet
+	ackTimer   *time.Timer
+}
+
+type slotState uint8
+
 const (
-	sidecarEntrySize = 8
-	opSettled        = 1 // delivered, quarantined, expired or evicted
-	opReleased       = 2 // a failed attempt: attempts+1
+	slotWaiting slotState = iota
+	slotClaimed
+	slotSettling // claimed, and being acked, released or quarantined
+	slotSettled
 )
 
-func sidecarEntry(off uint32, op byte) [sidecarEntrySize]byte {
-	var e [sidecarEntrySize]byte
-	binary.LittleEndian.PutUint32(e[:], off)
-	e[4] = op
-	c := crc32.Checksum(e[:5], castagnoli)
-	e[5], e[6], e[7] = byte(c), byte(c>>8), byte(c>>16)
-	return e
+// slot is one record (or corrupt region) of a loaded segment: small and
+// pointer-free, as a segment of small records holds tens of thousands.
+type slot struct {
+	id       ID
+	off      uint32
+	size     uint32
+	attempts int32
+	state    slotState
 }
 
-// sidecarState is what a sidecar says about a segment's records.
-type sidecarState struct {
-	settled  map[uint32]bool
-	attempts map[uint32]int32
+type slotRef struct {
+	seg *segment
+	i   int
 }
 
-func readSidecar(data []byte) sidecarState {
-	st := sidecarState{settled: map[uint32]bool{}, attempts: map[uint32]int32{}}
-	for len(data) >= sidecarEntrySize {
-		e := data[:sidecarEntrySize]
-		data = data[sidecarEntrySize:]
-		c := crc32.Checksum(e[:5], castagnoli)
-		if e[5] != byte(c) || e[6] != byte(c>>8) || e[7] != byte(c>>16) {
-			continue
-		}
-		off := binary.LittleEndian.Uint32(e)
-		switch e[4] {
-		case opSettled:
-			st.settled[off] = true
-		case opReleased:
-			st.attempts[off]++
-		}
-	}
-	return st
-}
-
-// scanned is one framed region of a segment found by scanSegment: a record
-// whose header, meta and body all check out (meta set), or a corrupt region
-// (err set) that starts at off and runs up to the next record the scanner
-// could make out, or to the end.
-type scanned struct {
-	off, size int64
-	meta      *decodedMeta
-	bodyLen   int
-	err       error
-}
-
-// scanWindow is how much of a segment the scanner reads at a time.
-const scanWindow = 1 << 20
-
-// scanSegment walks the records of a segment of the given length, calling
-// fn for each region in order; checkBodies also verifies body checksums
-// (loading does, adoption only needs the framing). It never panics and
-// never allocates more than a window, whatever the file holds. A record
-// that runs past the end is reported as a corrupt region reaching the end:
-// a torn write. The returned error is from reading only.
-func scanSegment(r io.ReaderAt, length int64, checkBodies bool, fn func(scanned)) error {
-	w := &window{r: r, length: length}
-	off := int64(0)
-	for off < length {
-		sc, err := w.record(off, checkBodies)
-		if err != nil {
-			return err
-		}
-		if sc.err != nil && sc.size == 0 {
-			// The framing is lost: everything up to the next record the
-			// scanner can trust is one corrupt region.
-			next, err := w.resync(off + 1)
-			if err != nil {
-				return err
-			}
-			sc.size = next - off
-		}
-		fn(sc)
-		off += sc.size
-	}
-	return nil
-}
-
-// window reads a segment sequentially through a buffer.
-type window struct {
-	r      io.ReaderAt
-	length int64
-	buf    []byte
-	start  int64 // file offset of buf[0]
-}
-
-// at returns n bytes at off (n <= scanWindow), or fewer when the segment
-// ends first.
-func (w *window) at(off int64, n int) ([]byte, error) {
-	if off >= w.start && off+int64(n) <= w.start+int64(len(w.buf)) {
-		return w.buf[off-w.start : off-w.start+int64(n)], nil
-	}
-	if w.buf == nil || cap(w.buf) < scanWindow {
-		w.buf = make([]byte, scanWindow)
-	}
-	want := min(int64(scanWindow), w.length-off)
-	if want < 0 {
-		want = 0
-	}
-	got, err := w.r.ReadAt(w.buf[:want], off)
-	if err != nil && err != io.EOF {
-		return nil, err
-	}
-	w.buf, w.start = w.buf[:got], off
-	return w.buf[:min(n, got)], nil
-}
-
-// rest returns what the window holds from off on, refilling it when off is
-// outside or near its end, so that a search moves through a file reading
-// each part about once.
-func (w *window) rest(off int64) ([]byte, error) {
-	end := w.start + int64(len(w.buf))
-	if off >= w.start && (end-off >= 4096 || end == w.length) && off <= end {
-		return w.buf[off-w.start:], nil
-	}
-	return w.at(off, scanWindow)
-}
-
-// record reads the record at off; a region that is not a whole, valid
-// record comes back with err set (its size still to be decided).
-func (w *window) record(off int64, checkBodies bool) (scanned, error) {
-	sc := scanned{off: off}
-	head, err := w.at(off, headerSize+maxMetaSize+crcSize)
-	if err != nil {
-		return sc, err
-	}
-	d, bodyLen, derr := decodeMeta(head)
-	if derr != nil {
-		sc.err = derr
-		return sc, nil
-	}
-	total := int64(d.metaEnd) + int64(bodyLen) + crcSize
-	if off+total > w.length {
-		sc.err = corruptf("record of %d bytes at offset %d runs past the end (%d): torn", total, off, w.length)
-		return sc, nil
-	}
-	if checkBodies {
-		crc := uint32(0)
-		pos, left := off+int64(d.metaEnd), bodyLen
-		for left > 0 {
-			chunk, err := w.at(pos, min(left, scanWindow))
-			if err != nil {
-				return sc, err
-			}
-			if len(chunk) == 0 {
-				sc.err = corruptf("short read in body")
-				return sc, nil
-			}
-			crc = crc32.Update(crc, castagnoli, chunk)
-			pos += int64(len(chunk))
-			left -= len(chunk)
-		}
-		trailer, err := w.at(pos, crcSize)
-		if err != nil {
-			return sc, err
-		}
-		if len(trailer) < crcSize || binary.LittleEndian.Uint32(trailer) != crc {
-			sc.err = corruptf("body checksum mismatch in record at offset %d", off)
-			sc.size = total
-			return sc, nil
-		}
-	}
-	sc.meta, sc.bodyLen, sc.size = d, bodyLen, total
-	return sc, nil
-}
-
-// resync returns the offset of the first record at or after from whose
-// header and meta check out and which fits in the segment, or the length.
-func (w *window) resync(from int64) (int64, error) {
-	magic := []byte(recordMagic)
-	for from < w.length {
-		chunk, err := w.rest(from)
+func segmentFileSize(f File) (int64, error) {
+	if st, ok := f.(interface{ Stat() (fs.FileInfo, error) }); ok {
+		fi, err := st.Stat()
 		if err != nil {
 			return 0, err
 		}
-		if len(chunk) == 0 {
-			return w.length, nil // the file is shorter than it should be
-		}
-		i := bytes.Index(chunk, magic)
-		if i < 0 {
-			// The magic may straddle the window's end.
-			from += int64(max(1, len(chunk)-len(magic)+1))
-			continue
-		}
-		cand := from + int64(i)
-		sc, err := w.record(cand, false)
-		if err != nil {
-			return 0, err
-		}
-		if sc.err == nil {
-			return cand, nil
-		}
-		from = cand + 1
+		return fi.Size(), nil
 	}
-	return w.length, nil
+	return f.Seek(0, 2)
+}
+
+func (seg *segment) closeFiles() {
+	if seg.f != nil {
+		_ = seg.f.Close()
+		seg.f = nil
+	}
+	seg.ackMu.Lock()
+	if seg.ack != nil {
+		_ = seg.ack.Close()
+		seg.ack = nil
+	}
+	// Whatever was not written yet is moot: the segment is deleted, or
+	// moveToPending wrote it first.
+	seg.ackPending = nil
+	if seg.ackTimer != nil {
+		seg.ackTimer.Stop()
+		seg.ackTimer = nil
+	}
+	seg.ackMu.Unlock()
 }

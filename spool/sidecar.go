@@ -1,10 +1,65 @@
 package spool
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
 )
+
+// The sidecar is a log of fixed 8-byte entries, each saying what happened
+// to the record at an offset of the segment:
+//
+//	offset  uint32  where the record (or corrupt region) starts
+//	op      uint8   opSettled or opReleased
+//	check   3 bytes the low 24 bits of the CRC-32C of the first 5 bytes
+//
+// Entries name records by offset rather than by position, so that damage
+// in the middle of a segment, which changes how many records a reader can
+// make out, cannot make an entry point at another record. An entry that
+// fails its check (torn by a power loss) is ignored: at worst a delivered
+// record is sent again. Sidecars are never synced, for the same reason.
+const (
+	sidecarEntrySize = 8
+	opSettled        = 1 // delivered, quarantined, expired or evicted
+	opReleased       = 2 // a failed attempt: attempts+1
+)
+
+func sidecarEntry(off uint32, op byte) [sidecarEntrySize]byte {
+	var e [sidecarEntrySize]byte
+	binary.LittleEndian.PutUint32(e[:], off)
+	e[4] = op
+	c := crc32.Checksum(e[:5], castagnoli)
+	e[5], e[6], e[7] = byte(c), byte(c>>8), byte(c>>16)
+	return e
+}
+
+// sidecarState is what a sidecar says about a segment's records.
+type sidecarState struct {
+	settled  map[uint32]bool
+	attempts map[uint32]int32
+}
+
+func readSidecar(data []byte) sidecarState {
+	st := sidecarState{settled: map[uint32]bool{}, attempts: map[uint32]int32{}}
+	for len(data) >= sidecarEntrySize {
+		e := data[:sidecarEntrySize]
+		data = data[sidecarEntrySize:]
+		c := crc32.Checksum(e[:5], castagnoli)
+		if e[5] != byte(c) || e[6] != byte(c>>8) || e[7] != byte(c>>16) {
+			continue
+		}
+		off := binary.LittleEndian.Uint32(e)
+		switch e[4] {
+		case opSettled:
+			st.settled[off] = true
+		case opReleased:
+			st.attempts[off]++
+		}
+	}
+	return st
+}
 
 // Sidecar entries are buffered and written in batches: when 4 KiB have
 // gathered, a second after the first of them, and before the segment moves
