@@ -51,17 +51,17 @@ func (s *Spool) put(r *Record, claimed bool) error {
 	defer s.ops.Done()
 	s.do(cleanup)
 
-	seg, err := s.activeW(rec.ID)
+	seg, err := s.activeWLocked(rec.ID)
 	var off int64
 	if err == nil {
-		off, err = s.appendW(seg, head, rec.Body, trailer)
+		off, err = s.appendWLocked(seg, head, rec.Body, trailer)
 	}
 	if err != nil && isNoSpace(err) {
 		// Delivered segments being deleted in the background may be about
 		// to give the space back: try once more when they are gone.
 		s.deleting.Wait()
-		if seg, err = s.activeW(rec.ID); err == nil {
-			off, err = s.appendW(seg, head, rec.Body, trailer)
+		if seg, err = s.activeWLocked(rec.ID); err == nil {
+			off, err = s.appendWLocked(seg, head, rec.Body, trailer)
 		}
 	}
 	if err != nil {
@@ -92,7 +92,7 @@ func (s *Spool) put(r *Record, claimed bool) error {
 	s.mu.Unlock()
 	var acts []action
 	if seg.bytes >= s.segmentBytes {
-		acts = s.sealW(seg)
+		acts = s.sealWLocked(seg)
 	}
 	s.wmu.Unlock()
 	s.do(acts)
@@ -211,9 +211,9 @@ func stripCredentials(raw string) string {
 
 type urlPair struct{ raw, stripped string }
 
-// activeW returns the segment to append to, starting one named after key
+// activeWLocked returns the segment to append to, starting one named after key
 // when there is none. The caller holds wmu.
-func (s *Spool) activeW(key ID) (*segment, error) {
+func (s *Spool) activeWLocked(key ID) (*segment, error) {
 	if s.active != nil {
 		return s.active, nil
 	}
@@ -238,11 +238,11 @@ func (s *Spool) activeW(key ID) (*segment, error) {
 	return seg, nil
 }
 
-// appendW writes one record at the end of seg and returns its offset. A
+// appendWLocked writes one record at the end of seg and returns its offset. A
 // failed write is cut off again, so that nothing follows a partial record;
 // when even that fails the segment is sealed where its last good record
 // ends. The caller holds wmu.
-func (s *Spool) appendW(seg *segment, head, body []byte, trailer [crcSize]byte) (int64, error) {
+func (s *Spool) appendWLocked(seg *segment, head, body []byte, trailer [crcSize]byte) (int64, error) {
 	off := seg.bytes // changes only under wmu
 	var err error
 	if len(body) <= smallRecord {
@@ -266,7 +266,7 @@ func (s *Spool) appendW(seg *segment, head, body []byte, trailer [crcSize]byte) 
 	// Sealed either way: if the cut failed, nothing may follow the partial
 	// record; if it worked, the disk is likely full, and a sealed segment
 	// is deleted as soon as its records are delivered, which frees space.
-	s.do(s.sealW(seg))
+	s.do(s.sealWLocked(seg))
 	return 0, err
 }
 
@@ -280,10 +280,10 @@ var writeBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-// sealW ends appends to seg. A sealed segment nobody has started on is
+// sealWLocked ends appends to seg. A sealed segment nobody has started on is
 // shared through pending/ unless it is next in line here; a fully settled
 // one is deleted. The caller holds wmu.
-func (s *Spool) sealW(seg *segment) []action {
+func (s *Spool) sealWLocked(seg *segment) []action {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.active == seg {

@@ -100,14 +100,17 @@ func parseSegName(name string) (n segName, ok bool) {
 	return n, true
 }
 
-// segment is the index of one segment file.
+// segment is the index of one segment file. Its fields are guarded by the
+// spool's mu, except f's file offset (wmu: only puts append), and the
+// sidecar fields, guarded by ackMu. dir and name change only while the
+// segment is busy and has no refs.
 type segment struct {
 	key  ID
 	dir  string // folder holding its files now
 	name string // the segment file's name now
 
 	records  int   // records and corrupt regions it holds
-	bytes    int64 // its valid length
+	bytes    int64 // its valid length; while active, written under wmu and mu
 	settled  int   // records settled: delivered, quarantined, dropped
 	live     int64 // bytes of the records not settled (estimated until loaded)
 	oldest   ID    // of its records not settled, when known before loading
@@ -127,7 +130,7 @@ type segment struct {
 	refs      int    // I/O on f or the sidecar under way outside mu
 	dsync     *groupSync
 
-	ackMu      sync.Mutex // guards the five below
+	ackMu      sync.Mutex // guards the five below; taken after mu, never before
 	ack        File       // the sidecar, opened on first write
 	ackSize    int64      // its length
 	ackBroken  bool       // a failed write could not be undone: write no more

@@ -110,8 +110,26 @@ func (s *Spool) flushLater(seg *segment) {
 
 // flushSidecar writes the buffered entries. A failure is logged, not
 // returned: the cost is that delivered records may be sent again after a
-// restart.
+// restart. The caller holds a reference on seg or has set it busy, so that
+// its folder does not change and it is not forgotten meanwhile; the index
+// is updated after ackMu is let go, keeping the lock order.
 func (s *Spool) flushSidecar(seg *segment) {
+	n, path, err := seg.writeSidecar(s.cfg.fs)
+	if n == 0 && err == nil {
+		return
+	}
+	s.mu.Lock()
+	seg.ackBytes += int64(n)
+	s.diskBytes += int64(n)
+	if err != nil {
+		s.warnOnceLocked("sidecar:"+seg.key.String(), "spool: cannot note settled records; they may be sent again after a restart", "path", path, "err", err)
+	}
+	s.mu.Unlock()
+}
+
+// writeSidecar writes seg's buffered entries under ackMu, and returns how
+// many bytes the sidecar grew by.
+func (seg *segment) writeSidecar(fsys FS) (n int, path string, err error) {
 	seg.ackMu.Lock()
 	defer seg.ackMu.Unlock()
 	if seg.ackTimer != nil {
@@ -119,17 +137,15 @@ func (s *Spool) flushSidecar(seg *segment) {
 		seg.ackTimer = nil
 	}
 	if len(seg.ackPending) == 0 {
-		return
+		return 0, "", nil
 	}
-	path := filepath.Join(seg.dir, sidecarName(seg.key))
-	var err error
+	path = filepath.Join(seg.dir, sidecarName(seg.key))
 	if seg.ack == nil && !seg.ackBroken {
-		seg.ack, err = s.cfg.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, filePerm)
+		seg.ack, err = fsys.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, filePerm)
 		if err == nil {
 			seg.ackSize, err = segmentFileSize(seg.ack)
 		}
 	}
-	var n int
 	if err == nil && !seg.ackBroken {
 		n, err = seg.ack.Write(seg.ackPending)
 		if err != nil {
@@ -146,13 +162,7 @@ func (s *Spool) flushSidecar(seg *segment) {
 	}
 	seg.ackSize += int64(n)
 	seg.ackPending = seg.ackPending[:0]
-	s.mu.Lock()
-	seg.ackBytes += int64(n)
-	s.diskBytes += int64(n)
-	if err != nil {
-		s.warnOnceLocked("sidecar:"+seg.key.String(), "spool: cannot note settled records; they may be sent again after a restart", "path", path, "err", err)
-	}
-	s.mu.Unlock()
+	return n, path, err
 }
 
 // flushSidecars writes what every loaded segment's sidecar has gathered,

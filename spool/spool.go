@@ -49,11 +49,31 @@ const DefaultSegmentBytes = 8 << 20
 // for concurrent use by many goroutines, and several processes may open the
 // same folder.
 //
-// State is guarded by mutexes rather than owned by one goroutine, as the
-// house style prefers, because durable puts must run their syncs
-// concurrently for group commit to share them, and claims must read while
-// puts append. mu is never held across I/O; wmu is held across the append
-// of a record, which is what orders the segment's bytes.
+// State is guarded by mutexes rather than owned by one goroutine, because
+// durable puts must run their syncs concurrently for group commit to share
+// them, and claims must read while puts append.
+//
+// Lock order. Four locks, always taken in this order and never the
+// reverse; a path may skip any of them:
+//
+//		wmu → mu → seg.ackMu → groupSync.mu
+//
+//	  - wmu serialises puts: the cap check, the append and the choice of the
+//	    active segment. It is held across the append, which is what orders a
+//	    segment's bytes, and across the folder sync of a new segment.
+//	  - mu guards the index: the fields below it and the segments' fields
+//	    (see segment). It is never held across file I/O but one: closing a
+//	    segment's files when it is shared (closeFiles takes ackMu).
+//	  - seg.ackMu guards one segment's sidecar buffer and file; it is held
+//	    across the sidecar's write, never while taking mu.
+//	  - groupSync.mu guards one group commit's batch; it is taken with
+//	    nothing else held but, for the owner folder's sync, wmu.
+//
+// Helpers that expect mu held end in Locked; those that expect wmu held
+// end in WLocked. Besides the locks, a segment's refs, busy and gone flags
+// (under mu) say who may do file work on it outside mu: a segment with refs
+// is not moved or deleted; a busy one is left alone by everyone but the
+// goroutine that set busy; a gone one is no longer in the index.
 type Spool struct {
 	cfg                            config
 	dir, pending, quarantine, mine string
@@ -69,15 +89,15 @@ type Spool struct {
 	ops      sync.WaitGroup // operations under way, waited for by Close
 	deleting sync.WaitGroup // segment deletions under way, waited for by Flush
 
-	// wmu serialises puts: the cap check, the append and the choice of the
-	// active segment. Taken before mu, never after.
-	wmu sync.Mutex
+	wmu sync.Mutex // see the lock order above
 
-	mu              sync.Mutex // guards all below, and the segments' fields but f's offset and ack
-	closed          bool
-	segs            []*segment // every segment known, oldest first
-	byKey           map[ID]*segment
-	active          *segment // the segment puts append to; nil until the next put
+	mu     sync.Mutex // guards all below, and the segments' fields (see segment)
+	closed bool
+	segs   []*segment // every segment known, oldest first
+	byKey  map[ID]*segment
+	// active is the segment puts append to; nil until the next put.
+	// Written under wmu and mu, so either suffices to read it.
+	active          *segment
 	claimed         map[ID]slotRef
 	diskBytes       int64 // bytes of the segments and sidecars known, as on disk
 	quarantined     []quarantined
