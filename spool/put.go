@@ -34,6 +34,7 @@ func (s *Spool) put(r *Record, claimed bool) error {
 	s.wmu.Lock()
 	s.mu.Lock()
 	if s.closed {
+		s.counts.Dropped.Closed++
 		s.mu.Unlock()
 		s.wmu.Unlock()
 		return ErrClosed
@@ -68,7 +69,7 @@ func (s *Spool) put(r *Record, claimed bool) error {
 		s.wmu.Unlock()
 		s.mu.Lock()
 		s.diskBytes -= size
-		s.counts.PutErrors++
+		s.counts.Dropped.Disk++
 		s.mu.Unlock()
 		return diskError("put", s.mine, err)
 	}
@@ -99,6 +100,11 @@ func (s *Spool) put(r *Record, claimed bool) error {
 
 	if durable {
 		err := seg.dsync.Sync()
+		if err != nil {
+			s.mu.Lock()
+			s.counts.Dropped.Disk++
+			s.mu.Unlock()
+		}
 		s.unref(seg)
 		if err != nil {
 			// Stored, and sent in time, but a power loss may take it.

@@ -4,15 +4,34 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 )
 
+// The quarantine is the dead-letter folder: records the server refused, and
+// damaged regions of segments and files that are not segments, each a file
+// of its own with a .why file beside it saying why. It is bounded
+// (WithQuarantineMaxBytes): past the bound the oldest entries are deleted,
+// counted as Drops.QuarantineEvicted. Entries sort by the time they
+// arrived, which their names start with.
+//
+// Each file is written atomically: under a temporary name starting with
+// tempPrefix, then renamed into place, so that a crash never leaves a torn
+// entry; in SyncDurable mode the file is synced before the rename and the
+// folder after it. Temporary files older than staleLockAge are removed at
+// Open (a younger one may be another live process's write under way).
+
+// tempPrefix starts the name of a file being written.
+const tempPrefix = ".tmp-"
+
+// quarantined is one entry of the quarantine: its file's name and the bytes
+// it and its .why file take.
 type quarantined struct {
 	name string
 	size int64
 }
 
+// loadQuarantine indexes the quarantine folder, oldest entry first, and
+// removes stale temporary files.
 func (s *Spool) loadQuarantine() error {
 	fsys := s.cfg.fs
 	names, err := fsys.ReadDirNames(s.quarantine)
@@ -22,10 +41,18 @@ func (s *Spool) loadQuarantine() error {
 	slices.Sort(names)
 	sizes := map[string]int64{}
 	for _, name := range names {
-		fi, err := fsys.Stat(filepath.Join(s.quarantine, name))
-		if err == nil && fi.Mode().IsRegular() {
-			sizes[name] = fi.Size()
+		path := filepath.Join(s.quarantine, name)
+		fi, err := fsys.Stat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
 		}
+		if strings.HasPrefix(name, tempPrefix) {
+			if s.cfg.now().Sub(fi.ModTime()) > staleLockAge {
+				_ = fsys.Remove(path)
+			}
+			continue
+		}
+		sizes[name] = fi.Size()
 	}
 	var q []quarantined
 	var total int64
@@ -59,7 +86,11 @@ func (s *Spool) quarantineFile(path, name string, why error) error {
 	if fi, err := fsys.Stat(path); err == nil && fi.Mode().IsRegular() {
 		size = fi.Size()
 	}
-	if err := fsys.Rename(path, dst); err != nil {
+	err := fsys.Rename(path, dst)
+	if err == nil && s.cfg.sync == SyncDurable {
+		err = fsys.SyncDir(s.quarantine)
+	}
+	if err != nil {
 		// It cannot be kept: better gone than delivered or re-read forever.
 		_ = fsys.Remove(path)
 		s.cfg.logger.Error("spool: cannot quarantine a file, deleted it", "path", path, "reason", why, "err", err)
@@ -74,8 +105,7 @@ func (s *Spool) quarantineFile(path, name string, why error) error {
 func (s *Spool) quarantineData(data []byte, name string, why error) error {
 	qname := s.quarantineName(name)
 	dst := filepath.Join(s.quarantine, qname)
-	if err := writeSmallFile(s.cfg.fs, dst, data); err != nil {
-		_ = s.cfg.fs.Remove(dst)
+	if err := s.writeQuarantineFile(qname, data); err != nil {
 		s.cfg.logger.Error("spool: cannot quarantine a record, dropped it", "name", name, "reason", why, "err", err)
 		return diskError("quarantine", dst, err)
 	}
@@ -91,9 +121,8 @@ func (s *Spool) quarantineName(name string) string {
 // quarantined1 writes why beside a quarantined file, counts it, and trims
 // the quarantine to its cap, oldest first.
 func (s *Spool) quarantined1(dst, qname string, size int64, why error) {
-	fsys := s.cfg.fs
 	reason := []byte(why.Error() + "\n")
-	if err := writeSmallFile(fsys, dst+whyExt, reason); err == nil {
+	if err := s.writeQuarantineFile(qname+whyExt, reason); err == nil {
 		size += int64(len(reason))
 	}
 	s.cfg.logger.Warn("spool: record quarantined", "path", dst, "reason", why)
@@ -101,43 +130,69 @@ func (s *Spool) quarantined1(dst, qname string, size int64, why error) {
 	s.mu.Lock()
 	s.quarantined = append(s.quarantined, quarantined{name: qname, size: size})
 	s.quarantineBytes += size
+	evict := s.trimQuarantineLocked()
+	s.mu.Unlock()
+	for _, q := range evict {
+		_ = s.cfg.fs.Remove(filepath.Join(s.quarantine, q.name))
+		_ = s.cfg.fs.Remove(filepath.Join(s.quarantine, q.name+whyExt))
+	}
+}
+
+// trimQuarantineLocked forgets the oldest entries until the quarantine is
+// within its cap, counting each, and returns them for their files to be
+// deleted after mu is let go.
+func (s *Spool) trimQuarantineLocked() []quarantined {
 	var evict []quarantined
 	for s.quarantineBytes > s.cfg.quarantineBytes && len(s.quarantined) > 0 {
 		evict = append(evict, s.quarantined[0])
 		s.quarantineBytes -= s.quarantined[0].size
 		s.quarantined = s.quarantined[1:]
-		s.counts.Dropped.QuarantineOverflow++
+		s.counts.Dropped.QuarantineEvicted++
 	}
-	s.mu.Unlock()
-	for _, q := range evict {
-		_ = fsys.Remove(filepath.Join(s.quarantine, q.name))
-		_ = fsys.Remove(filepath.Join(s.quarantine, q.name+whyExt))
-	}
+	return evict
 }
 
-func writeSmallFile(fsys FS, path string, data []byte) error {
-	f, err := fsys.Create(path, filePerm)
+// writeQuarantineFile writes data as the quarantine's file name,
+// atomically: a temporary file, synced in SyncDurable mode, renamed into
+// place, and the folder synced. Nothing is left behind when it fails.
+func (s *Spool) writeQuarantineFile(name string, data []byte) error {
+	fsys := s.cfg.fs
+	durable := s.cfg.sync == SyncDurable
+	tmp := filepath.Join(s.quarantine, tempPrefix+name)
+	f, err := fsys.Create(tmp, filePerm)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
+	if err == nil && durable {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err == nil {
+		err = fsys.Rename(tmp, filepath.Join(s.quarantine, name))
+	}
+	if err != nil {
+		_ = fsys.Remove(tmp)
+		return err
+	}
+	if durable {
+		return fsys.SyncDir(s.quarantine)
+	}
+	return nil
 }
 
-// A record's file name carries what opening a spool needs to know without
-// reading the file: its ID (creation order), its size on disk and how many
-// attempts it has had. Opening a spool is therefore one directory listing,
-// however many records it holds; contents are verified when a record is
-// claimed, which reads it anyway.
+// A quarantined record's file name says, after the time prefix, which
+// record it is and what became of it, so that a person or a tool can tell
+// without reading the file: its ID (creation order), its size on disk and
+// how many failed attempts it had. The file holds the record as framed in
+// its segment (see codec.go).
 //
-//	<created:16 hex>-<uniq:16 hex>-<size>-<attempts>.rec
+//	<arrived:16 hex>-<created:16 hex>-<uniq:16 hex>-<size>-<attempts>.rec
 const recordExt = ".rec"
 
-// entry is the in-memory index of one record: small and pointer-free, so
-// that a spool of half a million records costs a few megabytes.
+// entry is what a quarantined record's name says.
 type entry struct {
 	id       ID
 	size     int64
@@ -146,28 +201,4 @@ type entry struct {
 
 func (e entry) name() string {
 	return fmt.Sprintf("%016x-%016x-%d-%d%s", uint64(e.id.created), e.id.uniq, e.size, e.attempts, recordExt)
-}
-
-// parseName is the inverse of entry.name; ok is false for any other name.
-func parseName(name string) (e entry, ok bool) {
-	base, found := strings.CutSuffix(name, recordExt)
-	if !found {
-		return e, false
-	}
-	// strings.Cut rather than Split: no allocation, for a spool of half a
-	// million records is parsed at every Open.
-	p0, rest, ok0 := strings.Cut(base, "-")
-	p1, rest, ok1 := strings.Cut(rest, "-")
-	p2, p3, ok2 := strings.Cut(rest, "-")
-	if !ok0 || !ok1 || !ok2 || strings.Contains(p3, "-") || len(p0) != 16 || len(p1) != 16 {
-		return e, false
-	}
-	created, err1 := strconv.ParseUint(p0, 16, 64)
-	uniq, err2 := strconv.ParseUint(p1, 16, 64)
-	size, err3 := strconv.ParseInt(p2, 10, 64)
-	attempts, err4 := strconv.ParseInt(p3, 10, 32)
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || size < 0 || attempts < 0 {
-		return e, false
-	}
-	return entry{id: ID{created: int64(created), uniq: uniq}, size: size, attempts: int32(attempts)}, true
 }
