@@ -135,7 +135,7 @@ func (s *Spool) read(p slotRef) *Record {
 	if err != nil {
 		path := filepath.Join(p.seg.dir, p.seg.name)
 		s.quarantineData(buf[:n], fmt.Sprintf("%s-%d.corrupt", p.seg.key, sl.off),
-			&CorruptionError{Path: fmt.Sprintf("%s@%d", path, sl.off), Err: err})
+			&CorruptionError{Path: path, Offset: int64(sl.off), Err: err})
 		s.settleSlot(p, func(c *Stats) { c.Dropped.Corrupt++ })
 		putReadBuf(bp)
 		return nil
@@ -272,7 +272,7 @@ func (s *Spool) load(seg *segment) error {
 		data := make([]byte, min(sc.size, MaxBodySize))
 		n, _ := f.ReadAt(data, sc.off)
 		s.quarantineData(data[:n], fmt.Sprintf("%s-%d.corrupt", seg.key, sc.off),
-			&CorruptionError{Path: fmt.Sprintf("%s@%d", dst, sc.off), Err: sc.err})
+			&CorruptionError{Path: dst, Offset: sc.off, Err: sc.err})
 		s.mu.Lock()
 		s.counts.Dropped.Corrupt++
 		s.mu.Unlock()

@@ -75,12 +75,22 @@ func diskError(op, path string, err error) error {
 	return &Error{Op: op, Path: path, Kind: kind, Err: err}
 }
 
-// CorruptionError describes a record file that cannot be trusted. Such a
-// file is quarantined, never delivered.
+// CorruptionError describes damaged bytes in a spool file: a segment
+// region whose framing or checksums do not check out, or a file that is not
+// a segment at all. What it describes is quarantined, never delivered.
 type CorruptionError struct {
+	// Path is the file holding the damage.
 	Path string
-	Err  error
+	// Offset is where in the file the damaged region starts; 0 when the
+	// whole file is refused.
+	Offset int64
+	// Err says what is wrong; it wraps an error of the decoder or the
+	// file system.
+	Err error
 }
 
-func (e *CorruptionError) Error() string { return fmt.Sprintf("spool: %s: %v", e.Path, e.Err) }
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("spool: %s at offset %d: %v", e.Path, e.Offset, e.Err)
+}
+
 func (e *CorruptionError) Unwrap() error { return e.Err }

@@ -2,7 +2,6 @@ package spool
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -114,7 +113,7 @@ func walkSegment(folder, owner, name string, n segName, fn func(StoredRecord, er
 		}
 		sr := StoredRecord{Owner: owner, Segment: path, Offset: sc.off, Size: sc.size}
 		if sc.err != nil {
-			return fn(sr, &CorruptionError{Path: fmt.Sprintf("%s@%d", path, sc.off), Err: sc.err})
+			return fn(sr, &CorruptionError{Path: path, Offset: sc.off, Err: sc.err})
 		}
 		rec := sc.meta.Record
 		sr.Record, sr.BodySize, sr.Attempts = &rec, sc.bodyLen, int(side.attempts[uint32(sc.off)])
