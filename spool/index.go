@@ -118,8 +118,8 @@ func (s *Spool) share(seg *segment) {
 // maxWrittenSlots bounds the slots kept for segments this process wrote
 // and shared untouched (32 bytes each: 1 MiB), so that loading one of them
 // again, which is what a process does with the backlog of its own outage,
-// reads no more than its sidecar: scanning the segment to find its records
-// read every byte of it a second time, a twentieth of a drain's CPU.
+// reads no more than its sidecar, rather than every byte of the segment a
+// second time to find its records.
 const maxWrittenSlots = 1 << 15
 
 // takeWrittenLocked returns and forgets the slots kept for seg.

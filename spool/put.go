@@ -185,8 +185,8 @@ func (s *Spool) sanitize(r *Record) *Record {
 }
 
 // stripCredentials is the function below, remembering its last answer:
-// nearly every record of a process goes to the same URL, and parsing it
-// each time was a tenth of the cost of storing a small record.
+// nearly every record of a process goes to the same URL, so the URL is
+// parsed once rather than at every put.
 func (s *Spool) stripCredentials(raw string) string {
 	if last := s.lastURL.Load(); last != nil && last.raw == raw {
 		return last.stripped

@@ -12,16 +12,16 @@ import (
 // A segment is a file of records appended one after another, each framed as
 // described in codec.go. Records are stored in segments rather than one file
 // each because a file per record costs a create and a rename to store it and
-// a rename, an open and an unlink to deliver it: tens of microseconds of
-// kernel time a record, which held the spool to half the speed of the disk
-// and the drain to half the speed of the network. A segment costs one write
-// a record to store it, one read and one small append to deliver it.
+// a rename, an open and an unlink to deliver it, kernel work that would bound
+// the spool well below the speed of the disk and the drain well below that
+// of the network. A segment costs one write a record to store it (three for
+// a large one), one read and one small append to deliver it.
 //
 // A process appends to its own active segment in its owner folder and seals
 // it at a size bound. Sealed segments nobody has started on are moved to
 // pending/, where any process can claim one by renaming it into its own
 // folder. What has been done with the records of a segment is appended to
-// a sidecar file beside it (see sidecar below), so that no segment is ever
+// a sidecar file beside it (see sidecar.go), so that no segment is ever
 // rewritten and a process that takes a segment over knows which of its
 // records were delivered already.
 //

@@ -35,12 +35,15 @@ func sidecarEntry(off uint32, op byte) [sidecarEntrySize]byte {
 	return e
 }
 
-// sidecarState is what a sidecar says about a segment's records.
+// sidecarState is what a sidecar says about a segment's records, by the
+// offset each record starts at.
 type sidecarState struct {
 	settled  map[uint32]bool
 	attempts map[uint32]int32
 }
 
+// readSidecar decodes a sidecar. It never fails: a torn last entry and
+// entries that fail their check or name an unknown op are skipped.
 func readSidecar(data []byte) sidecarState {
 	st := sidecarState{settled: map[uint32]bool{}, attempts: map[uint32]int32{}}
 	for len(data) >= sidecarEntrySize {
@@ -63,10 +66,9 @@ func readSidecar(data []byte) sidecarState {
 
 // Sidecar entries are buffered and written in batches: when 4 KiB have
 // gathered, a second after the first of them, and before the segment moves
-// or the spool closes. A write per settled record cost a system call each,
-// a tenth of the CPU a record takes to deliver; and most entries are never
-// written at all, because a segment whose records are all delivered within
-// the second is deleted with its sidecar. The price: entries buffered when
+// or the spool closes. So settling a record costs no system call of its
+// own, and most entries are never written at all, because a segment whose
+// records are all delivered within the second is deleted with its sidecar. The price: entries buffered when
 // the process is killed are lost, so up to a second's worth of delivered
 // records may be sent again after a crash, which at-least-once delivery
 // allows.
