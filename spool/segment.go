@@ -3,6 +3,7 @@ package spool
 import (
 	"fmt"
 	"io/fs"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,9 @@ type segName struct {
 }
 
 // parseSegName reads a segment or sidecar name; ok is false for any other.
+// Only names exactly as segmentName, activeName and sidecarName write them
+// are accepted (lowercase hex, decimal without sign or leading zeros), so
+// that a parsed name formats back to the file's own name.
 func parseSegName(name string) (n segName, ok bool) {
 	base, isSeg := strings.CutSuffix(name, segmentExt)
 	if !isSeg {
@@ -72,12 +76,9 @@ func parseSegName(name string) (n segName, ok bool) {
 	}
 	p0, rest, ok0 := strings.Cut(base, "-")
 	p1, rest, ok1 := strings.Cut(rest, "-")
-	if !ok0 || len(p0) != 16 || len(p1) != 16 {
-		return n, false
-	}
-	created, err1 := strconv.ParseUint(p0, 16, 64)
-	uniq, err2 := strconv.ParseUint(p1, 16, 64)
-	if err1 != nil || err2 != nil {
+	created, ok2 := parseHex16(p0)
+	uniq, ok3 := parseHex16(p1)
+	if !ok0 || !ok2 || !ok3 {
 		return n, false
 	}
 	n.key = ID{created: int64(created), uniq: uniq}
@@ -87,17 +88,43 @@ func parseSegName(name string) (n segName, ok bool) {
 	if n.sidecar {
 		return n, false
 	}
-	p2, p3, ok2 := strings.Cut(rest, "-")
-	if !ok2 || strings.Contains(p3, "-") {
+	p2, p3, ok4 := strings.Cut(rest, "-")
+	records, ok5 := parseDecimal(p2)
+	size, ok6 := parseDecimal(p3)
+	if !ok4 || !ok5 || !ok6 || records > math.MaxInt32 {
 		return n, false
 	}
-	records, err3 := strconv.Atoi(p2)
-	size, err4 := strconv.ParseInt(p3, 10, 64)
-	if err3 != nil || err4 != nil || records < 0 || size < 0 {
-		return n, false
-	}
-	n.sealed, n.records, n.size = true, records, size
+	n.sealed, n.records, n.size = true, int(records), size
 	return n, true
+}
+
+// parseHex16 reads 16 lowercase hex digits, as %016x writes them.
+func parseHex16(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseUint(s, 16, 64)
+	return v, err == nil
+}
+
+// parseDecimal reads a non-negative decimal as %d writes it: digits only,
+// no leading zero but in "0".
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || (s[0] == '0' && len(s) > 1) {
+		return 0, false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil
 }
 
 // segment is the index of one segment file. Its fields are guarded by the
