@@ -110,7 +110,10 @@ type Spool struct {
 }
 
 // Open opens the spool in dir, creating it (0700) if needed, and takes in
-// every record that earlier processes left there.
+// every record that earlier processes left there. A spool folder open to
+// group or others is tightened to 0700, with a warning naming it; one
+// owned by another user is refused with an *Error matching ErrNotOwner,
+// before anything is changed.
 func Open(dir string, opts ...Option) (*Spool, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
