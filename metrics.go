@@ -50,15 +50,27 @@ func (t *Transport) registerMetrics() error {
 		o.ObserveInt64(exports, int64(st.Retried), outcome("retried"))
 		o.ObserveInt64(exports, int64(st.Rejected), outcome("rejected"))
 		o.ObserveInt64(exports, int64(st.Quarantined), outcome("quarantined"))
-		d := st.Dropped
-		for _, r := range []struct {
-			name string
-			n    uint64
-		}{{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired}, {"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed}} {
+		for _, r := range dropReasons(st.Dropped) {
 			o.ObserveInt64(dropped, int64(r.n), reason(r.name))
 		}
 		return nil
 	}, records, bytes, oldest, exports, dropped, circuit)
 	t.metricsReg = reg
 	return err
+}
+
+// dropReason is one reason of Drops as the metrics name it.
+type dropReason struct {
+	name string
+	n    uint64
+}
+
+// dropReasons lists every field of d under its metric reason, so that no
+// reason is left out of the metrics.
+func dropReasons(d Drops) []dropReason {
+	return []dropReason{
+		{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired},
+		{"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed},
+		{"quarantine_evicted", d.QuarantineEvicted},
+	}
 }

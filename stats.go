@@ -1,7 +1,6 @@
 package otlpretry
 
 import (
-	"errors"
 	"sync/atomic"
 	"time"
 
@@ -33,50 +32,24 @@ type Stats struct {
 	Dropped Drops
 }
 
-// Drops counts exports lost, by reason.
-type Drops struct {
-	// Full: the spool was at its cap (policy drop-newest); Evicted: deleted
-	// at the cap to make room (drop-oldest).
-	Full, Evicted uint64
-	// Disk: the spool could not store the export (full disk, read-only).
-	Disk uint64
-	// Expired: older than the maximum age. Corrupt: unreadable on disk.
-	Expired, Corrupt uint64
-	// TooLarge: over the spool's size limits, or a body that could not be
-	// read again to be stored.
-	TooLarge uint64
-	// Closed: arrived while shutting down.
-	Closed uint64
-}
-
-// Total adds every reason up.
-func (d Drops) Total() uint64 {
-	return d.Full + d.Evicted + d.Disk + d.Expired + d.Corrupt + d.TooLarge + d.Closed
-}
+// Drops counts exports lost, by reason. It is spool.Drops: one type for
+// every view of the losses (the spool's Stats, the transport's Stats, the
+// OTel metrics and the relay's /status and /metrics). The transport adds to
+// TooLarge the bodies the spool never saw: over its limit, or unreadable.
+type Drops = spool.Drops
 
 type counters struct {
 	direct, spooled, delivered, retried, rejected, quarantined atomic.Uint64
-	dropDisk, dropClosed                                       atomic.Uint64
 	// dropUnstorable: a body over the spool's limit or unreadable, which
 	// the spool never saw and so did not count.
 	dropUnstorable atomic.Uint64
 }
 
-// countDrop counts a failed Put whose reason the spool does not count
-// itself (it counts full, too-large, evicted, expired and corrupt).
-func (c *counters) countDrop(err error) {
-	switch {
-	case errors.Is(err, spool.ErrClosed):
-		c.dropClosed.Add(1)
-	case errors.Is(err, spool.ErrFull), errors.Is(err, spool.ErrTooLarge):
-	default:
-		c.dropDisk.Add(1)
-	}
-}
-
 // Stats returns a snapshot.
 func (t *Transport) Stats() Stats {
 	sp := t.spool.Stats()
+	dropped := sp.Dropped
+	dropped.TooLarge += t.counters.dropUnstorable.Load()
 	return Stats{
 		Records:     sp.Records,
 		Bytes:       sp.Bytes,
@@ -88,14 +61,6 @@ func (t *Transport) Stats() Stats {
 		Retried:     t.counters.retried.Load(),
 		Rejected:    t.counters.rejected.Load(),
 		Quarantined: t.counters.quarantined.Load(),
-		Dropped: Drops{
-			Full:     sp.Dropped.Full,
-			Evicted:  sp.Dropped.Evicted,
-			Disk:     t.counters.dropDisk.Load(),
-			Expired:  sp.Dropped.Expired,
-			Corrupt:  sp.Dropped.Corrupt,
-			TooLarge: sp.Dropped.TooLarge + t.counters.dropUnstorable.Load(),
-			Closed:   t.counters.dropClosed.Load(),
-		},
+		Dropped:     dropped,
 	}
 }

@@ -334,8 +334,9 @@ func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, 
 	if err != nil {
 		// The spool never saw this export, so it counted nothing.
 		t.counters.dropUnstorable.Add(1)
-	} else if err = t.spool.Put(newRecord(req, data, signal)); err != nil {
-		t.counters.countDrop(err)
+	} else {
+		// The spool counts its own refusals, by reason.
+		err = t.spool.Put(newRecord(req, data, signal))
 	}
 	if err != nil {
 		st := t.spool.Stats()

@@ -8,8 +8,9 @@ import (
 )
 
 // Sentinel errors, for errors.Is. Errors from the disk are *Error values that
-// match one of ErrNoSpace, ErrPermission or ErrNotDirectory when the cause
-// is known, and always match the underlying system error too.
+// match one of ErrNoSpace, ErrPermission, ErrNotDirectory or ErrNotOwner
+// when the cause is known, and always match the underlying system error
+// too.
 var (
 	// ErrClosed is returned by every operation after Close.
 	ErrClosed = errors.New("spool: closed")
@@ -26,6 +27,9 @@ var (
 	ErrPermission = errors.New("spool: permission denied or read-only")
 	// ErrNotDirectory: the spool path exists and is not a folder.
 	ErrNotDirectory = errors.New("spool: not a directory")
+	// ErrNotOwner: Open found the spool folder, or one of its folders,
+	// owned by another user than the one this process runs as.
+	ErrNotOwner = errors.New("spool: folder owned by another user")
 	// ErrUnknownRecord: Ack, Release or Quarantine of an ID this spool has
 	// not handed out with Claim or PutClaimed, or one already settled or
 	// being settled by another call.
@@ -36,7 +40,8 @@ var (
 type Error struct {
 	Op   string // "put", "open", "claim", ...
 	Path string
-	// Kind is ErrNoSpace, ErrPermission, ErrNotDirectory or nil.
+	// Kind is ErrNoSpace, ErrPermission, ErrNotDirectory, ErrNotOwner or
+	// nil.
 	Kind error
 	Err  error
 }
@@ -75,12 +80,22 @@ func diskError(op, path string, err error) error {
 	return &Error{Op: op, Path: path, Kind: kind, Err: err}
 }
 
-// CorruptionError describes a record file that cannot be trusted. Such a
-// file is quarantined, never delivered.
+// CorruptionError describes damaged bytes in a spool file: a segment
+// region whose framing or checksums do not check out, or a file that is not
+// a segment at all. What it describes is quarantined, never delivered.
 type CorruptionError struct {
+	// Path is the file holding the damage.
 	Path string
-	Err  error
+	// Offset is where in the file the damaged region starts; 0 when the
+	// whole file is refused.
+	Offset int64
+	// Err says what is wrong; it wraps an error of the decoder or the
+	// file system.
+	Err error
 }
 
-func (e *CorruptionError) Error() string { return fmt.Sprintf("spool: %s: %v", e.Path, e.Err) }
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("spool: %s at offset %d: %v", e.Path, e.Offset, e.Err)
+}
+
 func (e *CorruptionError) Unwrap() error { return e.Err }

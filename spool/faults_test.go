@@ -147,7 +147,7 @@ func TestNoSpaceInjected(t *testing.T) {
 					t.Errorf("Put error %#v, want an *Error from put", err)
 				}
 				st := s.Stats()
-				if st.PutErrors != 1 || st.Records != 3 || st.Stored != 3 {
+				if st.Dropped.Disk != 1 || st.Records != 3 || st.Stored != 3 {
 					t.Errorf("Stats %+v; want 1 put error, 3 records", st)
 				}
 				checkBytes(t, s)
@@ -209,7 +209,7 @@ func TestPermissionInjected(t *testing.T) {
 			s = open(t, dir, WithFS(&hookFS{create: func(p string, _ fs.FileMode) (File, error) { return nil, deny("open", p) }}))
 			err = s.Put(rec(1, 10))
 			isErr(t, err, ErrPermission, errno)
-			if st := s.Stats(); st.PutErrors != 1 || st.Records != 0 || st.Bytes != 0 {
+			if st := s.Stats(); st.Dropped.Disk != 1 || st.Records != 0 || st.Bytes != 0 {
 				t.Errorf("Stats %+v", st)
 			}
 
@@ -249,7 +249,7 @@ func TestPermissionInjected(t *testing.T) {
 			if err := s.Put(rec(2, 10)); !errors.Is(err, ErrPermission) {
 				t.Errorf("Put = %v, want ErrPermission", err)
 			}
-			if st := s.Stats(); st.Records != 1 || st.Claimed != 0 || st.PutErrors != 1 {
+			if st := s.Stats(); st.Records != 1 || st.Claimed != 0 || st.Dropped.Disk != 1 {
 				t.Errorf("Stats %+v; want the record still waiting", st)
 			}
 			mu.Lock()

@@ -24,6 +24,8 @@ type FS interface {
 	Rename(oldpath, newpath string) error
 	Remove(name string) error
 	RemoveAll(path string) error
+	// Chmod changes a file's or folder's mode, as os.Chmod does.
+	Chmod(name string, mode fs.FileMode) error
 	// SyncDir makes the folder's entries (creations, renames) durable.
 	SyncDir(dir string) error
 }
@@ -68,6 +70,9 @@ func (OSFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
 func (OSFS) Rename(o, n string) error              { return os.Rename(o, n) }
 func (OSFS) Remove(name string) error              { return os.Remove(name) }
 func (OSFS) RemoveAll(path string) error           { return os.RemoveAll(path) }
+func (OSFS) Chmod(name string, mode fs.FileMode) error {
+	return os.Chmod(name, mode)
+}
 
 func (OSFS) SyncDir(dir string) error {
 	// Windows cannot open a folder for syncing; NTFS journals its metadata.

@@ -1,68 +1,12 @@
 package spool
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 )
-
-// These read a spool folder without opening it, for tools that report on a
-// spool another process is using: Walk for the records waiting or being
-// sent; ParseRecordName and ReadRecordMeta for the quarantine, where each
-// record is a file of its own, named after the time it arrived there and
-// the record, with a .why file beside it.
-
-// RecordName is what a quarantined record file's name says, after the
-// quarantine's time prefix.
-type RecordName struct {
-	ID       ID
-	Size     int64 // bytes on disk
-	Attempts int
-}
-
-// ParseRecordName reads a record file name; ok is false for any other name.
-func ParseRecordName(name string) (n RecordName, ok bool) {
-	e, ok := parseName(name)
-	if !ok {
-		return n, false
-	}
-	return RecordName{ID: e.id, Size: e.size, Attempts: int(e.attempts)}, true
-}
-
-// ReadRecordMeta reads and verifies the header and meta block of the record
-// file at path, and nothing of its body: the Record has no Body, ID or
-// Attempts (those are in the name), and bodySize is what the header says.
-func ReadRecordMeta(path string) (rec *Record, bodySize int, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	head := make([]byte, headerSize)
-	if _, err := io.ReadFull(f, head); err != nil {
-		return nil, 0, &CorruptionError{Path: path, Err: corruptf("short header: %v", err)}
-	}
-	// Bounded before allocating; decodeMeta checks the rest.
-	metaLen := int(binary.LittleEndian.Uint32(head[16:]))
-	if metaLen > maxMetaSize {
-		return nil, 0, &CorruptionError{Path: path, Err: corruptf("meta length %d over the limit", metaLen)}
-	}
-	buf := make([]byte, headerSize+metaLen+crcSize)
-	copy(buf, head)
-	if _, err := io.ReadFull(f, buf[headerSize:]); err != nil {
-		return nil, 0, &CorruptionError{Path: path, Err: corruptf("truncated in meta: %v", err)}
-	}
-	d, bodyLen, err := decodeMeta(buf)
-	if err != nil {
-		return nil, 0, &CorruptionError{Path: path, Err: err}
-	}
-	return &d.Record, bodyLen, nil
-}
 
 // StoredRecord is a record found by Walk.
 type StoredRecord struct {
@@ -169,7 +113,7 @@ func walkSegment(folder, owner, name string, n segName, fn func(StoredRecord, er
 		}
 		sr := StoredRecord{Owner: owner, Segment: path, Offset: sc.off, Size: sc.size}
 		if sc.err != nil {
-			return fn(sr, &CorruptionError{Path: fmt.Sprintf("%s@%d", path, sc.off), Err: sc.err})
+			return fn(sr, &CorruptionError{Path: path, Offset: sc.off, Err: sc.err})
 		}
 		rec := sc.meta.Record
 		sr.Record, sr.BodySize, sr.Attempts = &rec, sc.bodyLen, int(side.attempts[uint32(sc.off)])

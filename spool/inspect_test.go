@@ -2,8 +2,10 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -50,6 +52,12 @@ func TestWalk(t *testing.T) {
 		switch {
 		case errors.As(err, &ce):
 			bad++
+			if ce.Path != got[1].Segment || ce.Offset != got[1].Offset || r.Offset != got[1].Offset {
+				t.Errorf("CorruptionError at %s offset %d, want %s offset %d", ce.Path, ce.Offset, got[1].Segment, got[1].Offset)
+			}
+			if want := fmt.Sprintf("%s at offset %d: ", ce.Path, ce.Offset); !strings.Contains(ce.Error(), want) || !errors.Is(err, errCorrupt) {
+				t.Errorf("CorruptionError %q, want it to name %q and unwrap to the decoder's error", ce.Error(), want)
+			}
 		case err == nil:
 			good++
 		}

@@ -53,7 +53,7 @@ func TestNoSpaceTmpfs(t *testing.T) {
 	}
 	isErr(t, err, ErrNoSpace, syscall.ENOSPC)
 	st := s.Stats()
-	if st.PutErrors != 1 || st.Records != len(stored) || len(stored) < 5 {
+	if st.Dropped.Disk != 1 || st.Records != len(stored) || len(stored) < 5 {
 		t.Errorf("Stats %+v with %d stored", st, len(stored))
 	}
 	for _, p := range files(t, dir, ownersDir) {

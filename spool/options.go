@@ -12,13 +12,15 @@ type SyncMode int
 
 const (
 	// SyncProcess: a record survives the death of the process at any
-	// instant, kill -9 included, but not a power loss or kernel crash. The
-	// record is written to a temporary file and renamed into place, so it is
-	// either whole or absent; nothing is fsynced. This is the default.
+	// instant, kill -9 included, but not a power loss or kernel crash. Each
+	// record is appended to its segment, and Put returns once the write is
+	// done; nothing is fsynced. A write cut short by the
+	// death of the process leaves a torn record at the end of the segment,
+	// which the next process cuts off. This is the default.
 	SyncProcess SyncMode = iota
 	// SyncDurable: a record also survives power loss. Put returns only once
-	// the file's data and its directory entry are on stable storage.
-	// Concurrent puts share one directory sync (group commit).
+	// the segment's data is on stable storage, and a new segment's folder
+	// entry too. Concurrent puts share one sync (group commit).
 	SyncDurable
 )
 

@@ -3,11 +3,10 @@ package spool
 import "sync"
 
 // Bodies handed out by Claim are read into pooled buffers, which the caller
-// may give back with Recycle once nothing uses the body any more. Reading
-// each record into new memory cost, in a drain of 8 KiB records, a sixth
-// of the CPU spent per record: the allocation, zeroing it, and the page
-// faults of memory the runtime had just returned to the system. Callers
-// that never recycle lose nothing but that.
+// may give back with Recycle once nothing uses the body any more, which
+// spares a drain an allocation per record, its zeroing, and the page faults
+// of memory the runtime has just returned to the system. Callers that never
+// recycle lose nothing but that.
 
 // maxPooledBody bounds the buffers kept: larger records are read into
 // memory of their own, not kept after.

@@ -73,3 +73,43 @@ func TestSegmentNames(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSegName: any file name is either refused or parsed into a name
+// that formats back to exactly itself, so that the file a parsed name
+// refers to is always found again under the name the spool gives it.
+func FuzzParseSegName(f *testing.F) {
+	key := ID{created: 0x0123456789abcdef, uniq: 0xfedcba9876543210}
+	for _, seed := range []string{
+		segmentName(key, 12, 34567), activeName(key), sidecarName(key),
+		segmentName(ID{}, 0, 0), activeName(ID{created: -1, uniq: 1<<64 - 1}),
+		"", ".seg", ".ack", "notes.txt", "0123456789abcdef-fedcba9876543210-1-2-3.seg",
+		"0123456789abcdef-fedcba9876543210-1-2.ack", "0123456789abcdef-fedcba987654321.seg",
+		"0123456789abcdef-fedcba9876543210-+1-02.seg", "0123456789ABCDEF-fedcba9876543210.ack",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		n, ok := parseSegName(name)
+		if !ok {
+			return
+		}
+		var back string
+		switch {
+		case n.sidecar:
+			if n.sealed {
+				t.Fatalf("%q: a sidecar parsed as sealed", name)
+			}
+			back = sidecarName(n.key)
+		case n.sealed:
+			if n.records < 0 || n.size < 0 {
+				t.Fatalf("%q: %d records, %d bytes", name, n.records, n.size)
+			}
+			back = segmentName(n.key, n.records, n.size)
+		default:
+			back = activeName(n.key)
+		}
+		if back != name {
+			t.Fatalf("%q parsed as %+v, which formats as %q", name, n, back)
+		}
+	})
+}

@@ -1,17 +1,74 @@
 package spool
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
 )
 
+// The sidecar is a log of fixed 8-byte entries, each saying what happened
+// to the record at an offset of the segment:
+//
+//	offset  uint32  where the record (or corrupt region) starts
+//	op      uint8   opSettled or opReleased
+//	check   3 bytes the low 24 bits of the CRC-32C of the first 5 bytes
+//
+// Entries name records by offset rather than by position, so that damage
+// in the middle of a segment, which changes how many records a reader can
+// make out, cannot make an entry point at another record. An entry that
+// fails its check (torn by a power loss) is ignored: at worst a delivered
+// record is sent again. Sidecars are never synced, for the same reason.
+const (
+	sidecarEntrySize = 8
+	opSettled        = 1 // delivered, quarantined, expired or evicted
+	opReleased       = 2 // a failed attempt: attempts+1
+)
+
+func sidecarEntry(off uint32, op byte) [sidecarEntrySize]byte {
+	var e [sidecarEntrySize]byte
+	binary.LittleEndian.PutUint32(e[:], off)
+	e[4] = op
+	c := crc32.Checksum(e[:5], castagnoli)
+	e[5], e[6], e[7] = byte(c), byte(c>>8), byte(c>>16)
+	return e
+}
+
+// sidecarState is what a sidecar says about a segment's records, by the
+// offset each record starts at.
+type sidecarState struct {
+	settled  map[uint32]bool
+	attempts map[uint32]int32
+}
+
+// readSidecar decodes a sidecar. It never fails: a torn last entry and
+// entries that fail their check or name an unknown op are skipped.
+func readSidecar(data []byte) sidecarState {
+	st := sidecarState{settled: map[uint32]bool{}, attempts: map[uint32]int32{}}
+	for len(data) >= sidecarEntrySize {
+		e := data[:sidecarEntrySize]
+		data = data[sidecarEntrySize:]
+		c := crc32.Checksum(e[:5], castagnoli)
+		if e[5] != byte(c) || e[6] != byte(c>>8) || e[7] != byte(c>>16) {
+			continue
+		}
+		off := binary.LittleEndian.Uint32(e)
+		switch e[4] {
+		case opSettled:
+			st.settled[off] = true
+		case opReleased:
+			st.attempts[off]++
+		}
+	}
+	return st
+}
+
 // Sidecar entries are buffered and written in batches: when 4 KiB have
 // gathered, a second after the first of them, and before the segment moves
-// or the spool closes. A write per settled record cost a system call each,
-// a tenth of the CPU a record takes to deliver; and most entries are never
-// written at all, because a segment whose records are all delivered within
-// the second is deleted with its sidecar. The price: entries buffered when
+// or the spool closes. So settling a record costs no system call of its
+// own, and most entries are never written at all, because a segment whose
+// records are all delivered within the second is deleted with its sidecar. The price: entries buffered when
 // the process is killed are lost, so up to a second's worth of delivered
 // records may be sent again after a crash, which at-least-once delivery
 // allows.
@@ -55,8 +112,26 @@ func (s *Spool) flushLater(seg *segment) {
 
 // flushSidecar writes the buffered entries. A failure is logged, not
 // returned: the cost is that delivered records may be sent again after a
-// restart.
+// restart. The caller holds a reference on seg or has set it busy, so that
+// its folder does not change and it is not forgotten meanwhile; the index
+// is updated after ackMu is let go, keeping the lock order.
 func (s *Spool) flushSidecar(seg *segment) {
+	n, path, err := seg.writeSidecar(s.cfg.fs)
+	if n == 0 && err == nil {
+		return
+	}
+	s.mu.Lock()
+	seg.ackBytes += int64(n)
+	s.diskBytes += int64(n)
+	if err != nil {
+		s.warnOnceLocked("sidecar:"+seg.key.String(), "spool: cannot note settled records; they may be sent again after a restart", "path", path, "err", err)
+	}
+	s.mu.Unlock()
+}
+
+// writeSidecar writes seg's buffered entries under ackMu, and returns how
+// many bytes the sidecar grew by.
+func (seg *segment) writeSidecar(fsys FS) (n int, path string, err error) {
 	seg.ackMu.Lock()
 	defer seg.ackMu.Unlock()
 	if seg.ackTimer != nil {
@@ -64,17 +139,15 @@ func (s *Spool) flushSidecar(seg *segment) {
 		seg.ackTimer = nil
 	}
 	if len(seg.ackPending) == 0 {
-		return
+		return 0, "", nil
 	}
-	path := filepath.Join(seg.dir, sidecarName(seg.key))
-	var err error
+	path = filepath.Join(seg.dir, sidecarName(seg.key))
 	if seg.ack == nil && !seg.ackBroken {
-		seg.ack, err = s.cfg.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, filePerm)
+		seg.ack, err = fsys.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, filePerm)
 		if err == nil {
 			seg.ackSize, err = segmentFileSize(seg.ack)
 		}
 	}
-	var n int
 	if err == nil && !seg.ackBroken {
 		n, err = seg.ack.Write(seg.ackPending)
 		if err != nil {
@@ -91,13 +164,7 @@ func (s *Spool) flushSidecar(seg *segment) {
 	}
 	seg.ackSize += int64(n)
 	seg.ackPending = seg.ackPending[:0]
-	s.mu.Lock()
-	seg.ackBytes += int64(n)
-	s.diskBytes += int64(n)
-	if err != nil {
-		s.warnOnceLocked("sidecar:"+seg.key.String(), "spool: cannot note settled records; they may be sent again after a restart", "path", path, "err", err)
-	}
-	s.mu.Unlock()
+	return n, path, err
 }
 
 // flushSidecars writes what every loaded segment's sidecar has gathered,

@@ -351,8 +351,8 @@ func TestQuarantineCap(t *testing.T) {
 	}
 	quarantine(s, 4)
 	st := s.Stats()
-	if st.Quarantined != 2 || st.Dropped.QuarantineOverflow != 2 {
-		t.Errorf("after 4 into a quarantine for 2: %d quarantined, %d overflow", st.Quarantined, st.Dropped.QuarantineOverflow)
+	if st.Quarantined != 2 || st.Dropped.QuarantineEvicted != 2 {
+		t.Errorf("after 4 into a quarantine for 2: %d quarantined, %d overflow", st.Quarantined, st.Dropped.QuarantineEvicted)
 	}
 	if got := kept(); !slices.Equal(got, []string{"2", "3"}) {
 		t.Errorf("quarantine keeps %v, want the newest [2 3]", got)
@@ -370,8 +370,8 @@ func TestQuarantineCap(t *testing.T) {
 	checkBytes(t, s)
 	quarantine(s, 1)
 	st = s.Stats()
-	if st.Quarantined != 2 || st.Dropped.QuarantineOverflow != 1 {
-		t.Errorf("after reopen and 1 more: %d quarantined, %d overflow; want 2, 1", st.Quarantined, st.Dropped.QuarantineOverflow)
+	if st.Quarantined != 2 || st.Dropped.QuarantineEvicted != 1 {
+		t.Errorf("after reopen and 1 more: %d quarantined, %d overflow; want 2, 1", st.Quarantined, st.Dropped.QuarantineEvicted)
 	}
 	if got := kept(); !slices.Equal(got, []string{"3", "4"}) {
 		t.Errorf("quarantine keeps %v, want [3 4]", got)
@@ -382,7 +382,7 @@ func TestQuarantineCap(t *testing.T) {
 	s.Close()
 	s = open(t, dir, WithClock(clock.Now), WithQuarantineMaxBytes(0))
 	quarantine(s, 1)
-	if st := s.Stats(); st.Quarantined != 0 || st.Dropped.QuarantineOverflow != 3 || st.QuarantineBytes != 0 {
+	if st := s.Stats(); st.Quarantined != 0 || st.Dropped.QuarantineEvicted != 3 || st.QuarantineBytes != 0 {
 		t.Errorf("zero cap: %+v", st)
 	}
 	if f := files(t, dir, quarantineDir); len(f) != 0 {
@@ -447,9 +447,9 @@ func TestStats(t *testing.T) {
 	if st.Stored != 3 || st.Acked != 2 || st.Released != 1 || st.Quarantined != 1 || st.Dropped.Total() != 0 {
 		t.Errorf("counters: %+v", st)
 	}
-	d := Drops{Full: 1, Evicted: 2, Expired: 3, Corrupt: 4, TooLarge: 5, QuarantineOverflow: 6}
-	if d.Total() != 21 {
-		t.Errorf("Drops.Total = %d, want 21", d.Total())
+	d := Drops{Full: 1, Evicted: 2, Disk: 3, Expired: 4, Corrupt: 5, TooLarge: 6, Closed: 7, QuarantineEvicted: 8}
+	if d.Total() != 36 {
+		t.Errorf("Drops.Total = %d, want 36", d.Total())
 	}
 }
 
@@ -498,7 +498,7 @@ func TestFullPolicies(t *testing.T) {
 				}
 			}
 			st := s.Stats()
-			if st.Dropped.Full != c.full || st.Dropped.Evicted != c.evict || st.Records != len(c.wantSeqs) || st.PutErrors != 0 {
+			if st.Dropped.Full != c.full || st.Dropped.Evicted != c.evict || st.Records != len(c.wantSeqs) || st.Dropped.Disk != 0 {
 				t.Errorf("Stats %+v; want Full %d Evicted %d Records %d", st, c.full, c.evict, len(c.wantSeqs))
 			}
 			if st.Bytes > c.cap {
@@ -561,7 +561,7 @@ func TestTooLarge(t *testing.T) {
 			if !errors.Is(err, c.wantErr) {
 				t.Fatalf("Put = %v, want %v", err, c.wantErr)
 			}
-			if st.Dropped.TooLarge != 1 || st.Records != 0 || st.PutErrors != 0 || st.Bytes != 0 {
+			if st.Dropped.TooLarge != 1 || st.Records != 0 || st.Dropped.Disk != 0 || st.Bytes != 0 {
 				t.Errorf("Stats %+v; want 1 TooLarge and nothing stored", st)
 			}
 			if f := files(t, dir, pendingDir, ownersDir); slices.ContainsFunc(f, func(p string) bool { return !strings.HasSuffix(p, lockExt) }) {
@@ -743,6 +743,7 @@ func TestClosed(t *testing.T) {
 	}
 	ops := map[string]func() error{
 		"Put":        func() error { return s.Put(rec(3, 10)) },
+		"PutClaimed": func() error { return s.PutClaimed(rec(4, 10)) },
 		"Claim":      func() error { _, err := s.Claim(1); return err },
 		"Ack":        func() error { return s.Ack(rs[0].ID) },
 		"Release":    func() error { return s.Release(rs[0].ID) },
@@ -752,6 +753,10 @@ func TestClosed(t *testing.T) {
 		if err := op(); !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
 		}
+	}
+	// The two puts are lost exports, counted as such.
+	if st := s.Stats(); st.Dropped.Closed != 2 || st.Dropped.Total() != 2 {
+		t.Errorf("Dropped %+v, want 2 closed", st.Dropped)
 	}
 	if n := len(stored(t, dir, pendingDir)); n != 2 {
 		t.Errorf("%d records in pending/ after Close, want 2", n)

@@ -22,24 +22,40 @@ type Stats struct {
 	QuarantineBytes int64
 	// Stored, Acked and Released count successful operations since Open.
 	Stored, Acked, Released uint64
-	// PutErrors counts puts that failed on the disk (full disk, read-only).
-	PutErrors uint64
-	Dropped   Drops
+	// Dropped counts records lost, by reason, since Open.
+	Dropped Drops
 }
 
-// Drops counts records lost, by reason.
+// Drops counts records lost, by reason. It is the one type for every view
+// of a spool's losses: the spool's Stats, the transport's Stats and the
+// metrics built on them.
 type Drops struct {
-	Full               uint64 // refused at the cap (DropNewest)
-	Evicted            uint64 // deleted at the cap to make room (DropOldest)
-	Expired            uint64 // older than the maximum age when claimed
-	Corrupt            uint64 // unreadable on disk; quarantined
-	TooLarge           uint64 // larger than the cap or MaxBodySize
-	QuarantineOverflow uint64 // deleted from a full quarantine
+	// Full: refused at the cap (DropNewest), Put returned ErrFull.
+	Full uint64
+	// Evicted: deleted at the cap to make room (DropOldest).
+	Evicted uint64
+	// Disk: Put failed on a disk error (full disk, read-only, a failed
+	// sync) and returned an *Error. In SyncDurable mode a record whose
+	// write succeeded and whose sync failed is counted here, yet stays
+	// stored and may still be delivered.
+	Disk uint64
+	// Expired: older than the maximum age when claimed.
+	Expired uint64
+	// Corrupt: unreadable on disk; quarantined.
+	Corrupt uint64
+	// TooLarge: larger than the cap or MaxBodySize; Put returned
+	// ErrTooLarge.
+	TooLarge uint64
+	// Closed: Put after Close, which returned ErrClosed.
+	Closed uint64
+	// QuarantineEvicted: quarantined, then deleted from a quarantine at
+	// its bound (WithQuarantineMaxBytes), oldest first.
+	QuarantineEvicted uint64
 }
 
 // Total adds every reason up.
 func (d Drops) Total() uint64 {
-	return d.Full + d.Evicted + d.Expired + d.Corrupt + d.TooLarge + d.QuarantineOverflow
+	return d.Full + d.Evicted + d.Disk + d.Expired + d.Corrupt + d.TooLarge + d.Closed + d.QuarantineEvicted
 }
 
 // OldestAge is how long the oldest record has waited, at now.

@@ -63,6 +63,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}{
 		{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired},
 		{"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed},
+		{"quarantine_evicted", d.QuarantineEvicted},
 	} {
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(o.v), o.name)
 	}

@@ -51,7 +51,10 @@ type Dropped struct {
 	Corrupt  uint64 `json:"corrupt"`
 	TooLarge uint64 `json:"too_large"`
 	Closed   uint64 `json:"closed"`
-	Total    uint64 `json:"total"`
+	// QuarantineEvicted were quarantined, then deleted from a quarantine
+	// at its bound.
+	QuarantineEvicted uint64 `json:"quarantine_evicted"`
+	Total             uint64 `json:"total"`
 }
 
 // NewStatus converts transport counters to the /status document.
@@ -73,7 +76,8 @@ func NewStatus(st otlpretry.Stats) Status {
 		Quarantined: st.Quarantined,
 		Dropped: Dropped{
 			Full: d.Full, Evicted: d.Evicted, Disk: d.Disk, Expired: d.Expired,
-			Corrupt: d.Corrupt, TooLarge: d.TooLarge, Closed: d.Closed, Total: d.Total(),
+			Corrupt: d.Corrupt, TooLarge: d.TooLarge, Closed: d.Closed,
+			QuarantineEvicted: d.QuarantineEvicted, Total: d.Total(),
 		},
 	}
 }
