@@ -195,11 +195,14 @@ type fieldSchema struct {
 	msg      *msgSchema
 }
 
-func (m *msgSchema) field(num protowire.Number) fieldSchema {
-	if int(num) < len(m.fields) {
-		return m.fields[num]
+// unknownField is the schema of a field number a message does not define.
+var unknownField = &fieldSchema{}
+
+func (m *msgSchema) field(num protowire.Number) *fieldSchema {
+	if num >= 0 && int(num) < len(m.fields) {
+		return &m.fields[num]
 	}
-	return fieldSchema{}
+	return unknownField
 }
 
 // walk checks b as message m; base is b's offset in the whole body, for
@@ -263,7 +266,7 @@ func packedOK(typ protowire.Type, b []byte) bool {
 	return true
 }
 
-func fieldName(f fieldSchema, num protowire.Number) string {
+func fieldName(f *fieldSchema, num protowire.Number) string {
 	if f.known {
 		return f.name
 	}

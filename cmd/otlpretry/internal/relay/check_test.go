@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -241,41 +242,48 @@ func FuzzCheckProtobuf(f *testing.F) {
 // stores (upstream down), then the body check alone on the same body, and
 // reports the check's share of the handler's time as check-%.
 func BenchmarkStoredExport(b *testing.B) {
-	pb, _ := otlptest.TraceBody(20)
-	for _, c := range []struct {
-		name, enc string
-		body      []byte
-	}{
-		{"protobuf", "", pb},
-		{"gzip", "gzip", gzipped(pb)},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			r, _, _ := newTestRelay(b, 1<<30)
-			b.ReportAllocs()
-			start := time.Now()
-			for range b.N {
-				req, _ := http.NewRequest("POST", "/v1/traces", bytes.NewReader(c.body))
-				req.Header.Set("Content-Type", "application/x-protobuf")
-				if c.enc != "" {
-					req.Header.Set("Content-Encoding", c.enc)
-				}
-				w := &discardWriter{h: http.Header{}}
-				r.ServeHTTP(w, req)
-				if w.code != 0 && w.code != http.StatusOK {
-					b.Fatalf("status %d", w.code)
-				}
-			}
-			export := time.Since(start)
-			b.StopTimer()
-			start = time.Now()
-			for range b.N {
-				if err := checkBody(spool.SignalTraces, "application/x-protobuf", c.enc, c.body, DefaultMaxBodyBytes); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(100*float64(time.Since(start))/float64(export), "check-%")
-		})
+	for _, spans := range []int{20, 512} {
+		pb, _ := otlptest.TraceBody(spans)
+		for _, c := range []struct {
+			name, enc string
+			body      []byte
+		}{
+			{"protobuf", "", pb},
+			{"gzip", "gzip", gzipped(pb)},
+		} {
+			b.Run(fmt.Sprintf("%s/%d-spans", c.name, spans), func(b *testing.B) {
+				benchmarkStoredExport(b, c.enc, c.body)
+			})
+		}
 	}
+}
+
+func benchmarkStoredExport(b *testing.B, enc string, body []byte) {
+	r, _, _ := newTestRelay(b, 1<<40)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	start := time.Now()
+	for range b.N {
+		req, _ := http.NewRequest("POST", "/v1/traces", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		w := &discardWriter{h: http.Header{}}
+		r.ServeHTTP(w, req)
+		if w.code != http.StatusOK {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+	export := time.Since(start)
+	b.StopTimer()
+	start = time.Now()
+	for range b.N {
+		if err := checkBody(spool.SignalTraces, "application/x-protobuf", enc, body, DefaultMaxBodyBytes); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(100*float64(time.Since(start))/float64(export), "check-%")
 }
 
 type discardWriter struct {
