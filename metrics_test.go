@@ -64,13 +64,14 @@ func TestQuarantineEvictionCounted(t *testing.T) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
 	h := newHarness(t, WithMeterProvider(mp), WithImmediateRetryDelay(-1),
-		WithSpoolOptions(spool.WithQuarantineMaxBytes(0)))
+		withSpoolOptions(spool.WithQuarantineMaxBytes(0)))
 	h.coll.Script(otlptest.Answer{Status: 503}, otlptest.Answer{Status: 400, Body: []byte("schema error")})
 	resp, _, err := h.export(1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	h.clock.Advance(h.nextEvent("wait").wait) // the direct path's 503 sets the sender's backoff
 	h.nextEvent("idle")
 
 	st := h.rt.Stats()

@@ -85,6 +85,7 @@ type config struct {
 	clock               clockwork.Clock
 	jitter              func() float64
 	onEvent             func(senderEvent) // tests observe the sender's decisions
+	spoolOpts           []spool.Option    // tests reach spool settings the Options do not offer
 	envWarnings         []string          // variables that could not be read, logged once the logger is known
 	optionErrs          []string          // options that cannot hold, reported by New
 }
@@ -301,6 +302,9 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // withClock and withJitter make tests deterministic.
 func withClock(c clockwork.Clock) Option { return optionFunc(func(cfg *config) { cfg.clock = c }) }
 func withJitter(f func() float64) Option { return optionFunc(func(cfg *config) { cfg.jitter = f }) }
+func withSpoolOptions(opts ...spool.Option) Option {
+	return optionFunc(func(cfg *config) { cfg.spoolOpts = append(cfg.spoolOpts, opts...) })
+}
 func withEvents(f func(senderEvent)) Option {
 	return optionFunc(func(cfg *config) { cfg.onEvent = f })
 }

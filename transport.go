@@ -69,14 +69,14 @@ func New(opts ...Option) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	sp, err := spool.Open(cfg.dir,
+	sp, err := spool.Open(cfg.dir, append([]spool.Option{
 		spool.WithMaxBytes(cfg.maxBytes),
 		spool.WithSync(cfg.syncMode),
 		spool.WithFullPolicy(cfg.fullPolicy),
 		spool.WithMaxAge(cfg.maxAge),
 		spool.WithLogger(cfg.logger),
 		spool.WithClock(cfg.clock.Now),
-	)
+	}, cfg.spoolOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("otlpretry: %w", err)
 	}

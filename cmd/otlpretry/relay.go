@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -31,17 +31,37 @@ export is stored; the upstream's refusals (4xx) come back to the client as
 they came. Bodies are forwarded byte for byte (compressed ones stay so).
 
 Receives POST /v1/traces, /v1/metrics and /v1/logs (application/x-protobuf
-or application/json, at most 64 MiB). Serves GET /healthz, /status (JSON)
-and /metrics (Prometheus). SIGINT or SIGTERM stops it: it finishes the
-requests in flight and leaves the backlog on disk for the next run.
+or application/json, gzip, deflate or uncompressed, at most 64 MiB, also
+once inflated). Each body is checked before it is stored or forwarded:
+protobuf by a walk of its wire structure, JSON for syntax; one that fails
+is answered 400 with the reason and never stored. Serves GET /healthz,
+/status (JSON) and /metrics (Prometheus). SIGINT or SIGTERM stops it: it
+finishes the requests in flight within --shutdown-timeout and leaves the
+backlog on disk for the next run; it exits 0 when everything it
+acknowledged is delivered or on disk (an upload cut by the timeout was
+never acknowledged, so its client still has it).
+
+Endpoints follow the OTel specification: --endpoint and
+OTEL_EXPORTER_OTLP_ENDPOINT are a base URL to which /v1/<signal> is
+appended; --traces-endpoint and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (and
+the same for metrics and logs) are used as given. For each signal the
+first set wins: its own flag, --endpoint, its own variable,
+OTEL_EXPORTER_OTLP_ENDPOINT.
 
 Headers for the upstream (credentials, typically) come from
-OTEL_EXPORTER_OTLP_HEADERS ("key=value,key2=value2", values
-percent-decoded) and are never written to disk. Other settings of the
-transport are read from the OTLPRETRY_* variables (see the package
+OTEL_EXPORTER_OTLP_HEADERS, or for one signal from
+OTEL_EXPORTER_OTLP_TRACES_HEADERS (METRICS, LOGS), which replaces it
+("key=value,key2=value2", values percent-decoded). A signal's headers are
+sent to its endpoint only, and are never written to disk. Other settings
+of the transport are read from the OTLPRETRY_* variables (see the package
 documentation). Flags take precedence over the environment.`, e)
 	listen := fs.String("listen", "", "address to listen on (env OTLPRETRY_RELAY_LISTEN; default "+defaultListen+", this machine only)")
-	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+"; required)")
+	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+")")
+	signalEndpoints := map[spool.Signal]*string{}
+	for _, sig := range otlpenv.Signals {
+		signalEndpoints[sig] = fs.String(strings.TrimPrefix(otlpenv.SignalEndpointFlag(sig), "--"), "",
+			"full URL for "+sig.String()+", used as given, e.g. https://collector:4318/v1/"+sig.String()+" (env "+otlpenv.SignalEndpointVar(sig)+"; default the base endpoint's)")
+	}
 	dir := fs.String("dir", "", "spool folder (env OTLPRETRY_DIR; default "+defaultDir()+")")
 	maxBytes := fs.Int64("max-bytes", 0, fmt.Sprintf("spool cap in bytes (env OTLPRETRY_MAX_BYTES; default %d)", otlpretry.DefaultMaxBytes))
 	syncMode := fs.String("sync", "", "what a stored export survives: process (kill -9) or durable (also power loss) (env OTLPRETRY_SYNC; default durable)")
@@ -66,21 +86,30 @@ documentation). Flags take precedence over the environment.`, e)
 		return def
 	}
 
-	rawEndpoint := pick(*endpoint, otlpenv.EndpointVar, "")
-	if rawEndpoint == "" {
-		return fail("no upstream: give --endpoint or set %s", otlpenv.EndpointVar)
+	flags := otlpenv.Flags{Endpoint: *endpoint, Signal: map[spool.Signal]string{}}
+	for sig, v := range signalEndpoints {
+		flags.Signal[sig] = *v
 	}
-	upstream, err := otlpenv.ParseEndpoint(rawEndpoint)
+	dests, err := otlpenv.Resolve(flags, e.getenv)
 	if err != nil {
 		return fail("%v", err)
 	}
-	headers, err := otlpenv.ParseHeaders(e.getenv(otlpenv.HeadersVar))
-	if err != nil {
-		return fail("%s: %v", otlpenv.HeadersVar, err)
+	// The base endpoint, for /status and the "listening" line; nil when
+	// no signal uses it.
+	var upstream *url.URL
+	for _, d := range dests {
+		if d.From == otlpenv.EndpointFlag || d.From == otlpenv.EndpointVar {
+			u := *d.URL
+			u.Path = strings.TrimSuffix(u.Path, "/v1/"+d.Signal.String())
+			upstream = &u
+			break
+		}
 	}
 	listenAddr := pick(*listen, "OTLPRETRY_RELAY_LISTEN", defaultListen)
-	if sameAddress(listenAddr, upstream.Host) {
-		return fail("the upstream %s is the relay's own address", upstream.Redacted())
+	for _, d := range dests {
+		if sameAddress(listenAddr, d.URL.Host) {
+			return fail("the upstream %s (%s) is the relay's own address", d.URL.Redacted(), d.From)
+		}
 	}
 	var token string
 	if f := pick(*tokenFile, "OTLPRETRY_RELAY_AUTH_TOKEN_FILE", ""); f != "" {
@@ -94,14 +123,26 @@ documentation). Flags take precedence over the environment.`, e)
 	}
 	spoolDir := resolveDir(*dir, e)
 
+	// Each destination's headers are added to its requests, and to no
+	// other, under the transport (relay.HeaderScope). The transport's own
+	// clone of http.DefaultTransport keeps this many idle connections a
+	// host for the same reason: fewer than the sends in flight while
+	// draining would reconnect for every request.
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 16
+	scope := relay.NewHeaderScope(base, dests)
+	defer scope.CloseIdleConnections()
+
 	// Options only for what was set here: what is not set is left to the
 	// transport, which reads OTLPRETRY_* itself; so flags > environment >
 	// defaults throughout.
 	opts := []otlpretry.Option{
 		otlpretry.WithDir(spoolDir),
-		// Non-nil even when empty: the backlog of an earlier run is then
-		// sent at once rather than after waiting for a live request.
-		otlpretry.WithEndpointHeaders(upstream.String(), headers),
+		otlpretry.WithTransport(scope),
+		// The backlog of an earlier run is sent at once rather than after
+		// waiting for a live request: it gets its destination's headers
+		// from the scope, as live requests do.
+		otlpretry.WithAdoptWait(-1),
 	}
 	if isSet(fs, "max-bytes") {
 		if *maxBytes <= 0 {
@@ -143,13 +184,13 @@ documentation). Flags take precedence over the environment.`, e)
 		return exitFailure
 	}
 	h, err := relay.New(relay.Config{
-		Upstream:  upstream,
-		Headers:   headers,
-		Transport: rt,
-		Stats:     rt.Stats,
-		AuthToken: token,
-		Dir:       spoolDir,
-		Logger:    logger,
+		Destinations: dests,
+		Upstream:     upstream,
+		Transport:    rt,
+		Stats:        rt.Stats,
+		AuthToken:    token,
+		Dir:          spoolDir,
+		Logger:       logger,
 	})
 	if err != nil {
 		_ = rt.Shutdown(context.Background())
@@ -182,9 +223,12 @@ documentation). Flags take precedence over the environment.`, e)
 			"addr", ln.Addr().String())
 	}
 	st := rt.Stats()
-	logger.Info("otlpretry relay: listening",
-		"addr", ln.Addr().String(), "upstream", upstream.Redacted(), "dir", spoolDir,
-		"backlog", st.Records, "auth", token != "")
+	attrs := []any{"addr", ln.Addr().String()}
+	for _, d := range dests {
+		attrs = append(attrs, d.Signal.String(), d.URL.Redacted())
+	}
+	attrs = append(attrs, "dir", spoolDir, "backlog", st.Records, "auth", token != "")
+	logger.Info("otlpretry relay: listening", attrs...)
 
 	select {
 	case <-sigCtx.Done():
@@ -200,19 +244,47 @@ documentation). Flags take precedence over the environment.`, e)
 	defer cancel()
 	code := exitOK
 	if err := srv.Shutdown(sctx); err != nil {
-		logger.Warn("otlpretry relay: requests still in flight at the shutdown timeout", "err", err)
+		// A request still running was not answered, so not acknowledged:
+		// its client keeps the export and sends it again. Cutting it
+		// loses nothing the relay answered for.
+		logger.Warn("otlpretry relay: requests still in flight at the shutdown timeout were cut; "+
+			"they were never acknowledged, so their clients still hold them", "err", err)
 		_ = srv.Close()
-		code = exitFailure
 	}
 	if err := rt.Shutdown(sctx); err != nil {
-		logger.Warn("otlpretry relay: transport shutdown", "err", err)
-		if errors.Is(err, context.DeadlineExceeded) {
+		// Whatever the transport acknowledged is delivered or stored; a
+		// sender or attempt cut by the timeout leaves its export on disk
+		// for the next run. Any other error (closing the spool) may leave
+		// a stored export unsafe, and fails the exit code.
+		if lostNothing(err) {
+			logger.Warn("otlpretry relay: transport shutdown cut by the timeout; the backlog stays on disk", "err", err)
+		} else {
+			logger.Error("otlpretry relay: transport shutdown", "err", err)
 			code = exitFailure
 		}
 	}
 	st = rt.Stats()
 	logger.Info("otlpretry relay: stopped", "backlog_left_on_disk", st.Records, "bytes", st.Bytes)
 	return code
+}
+
+// lostNothing reports whether every error joined in err is a context's end:
+// work cut short, with what it was about still on disk.
+func lostNothing(err error) bool {
+	switch u := err.(type) {
+	case nil:
+		return true
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if !lostNothing(e) {
+				return false
+			}
+		}
+		return true
+	case interface{ Unwrap() error }:
+		return lostNothing(u.Unwrap())
+	}
+	return err == context.DeadlineExceeded || err == context.Canceled
 }
 
 // sameAddress reports whether the upstream host:port is where the relay

@@ -6,15 +6,18 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/relay"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 	"github.com/otlpretry/otlpretry/internal/otlptest"
+	"github.com/otlpretry/otlpretry/spool"
 )
 
 // The header the relay adds upstream, from OTEL_EXPORTER_OTLP_HEADERS; its
@@ -327,17 +331,234 @@ func TestRelayConfigErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no endpoint", nil, nil, "no upstream"},
+		{"no endpoint", nil, nil, "no upstream: give --endpoint or set OTEL_EXPORTER_OTLP_ENDPOINT"},
 		{"bad endpoint", nil, []string{"--endpoint", "ftp://x"}, "http:// or https://"},
+		{"base variable ends in /v1/traces", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9/v1/traces"}, nil,
+			`OTEL_EXPORTER_OTLP_ENDPOINT "http://127.0.0.1:9/v1/traces" is a base URL, to which /v1/<signal> is appended, but it already ends in /v1/traces: ` +
+				`set OTEL_EXPORTER_OTLP_ENDPOINT to "http://127.0.0.1:9", or give this full URL with --traces-endpoint or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (used as given)`},
+		{"base flag ends in /v1/logs", nil, []string{"--endpoint", "http://127.0.0.1:9/otlp/v1/logs"},
+			`--endpoint "http://127.0.0.1:9/otlp/v1/logs" is a base URL`},
+		{"no scheme", []string{"OTEL_EXPORTER_OTLP_ENDPOINT=collector:4318"}, nil,
+			`OTEL_EXPORTER_OTLP_ENDPOINT: endpoint "collector:4318": no scheme: write http://collector:4318 (or https:// for TLS)`},
+		{"gRPC scheme", nil, []string{"--endpoint", "grpc://127.0.0.1:4317"},
+			`--endpoint: endpoint "grpc://127.0.0.1:4317": unsupported scheme "grpc": want an http:// or https:// URL (OTLP/HTTP)`},
+		{"signal endpoint without scheme", []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=127.0.0.1:9/v1/metrics"}, nil,
+			"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: endpoint"},
+		{"signal flag without scheme", nil, []string{"--logs-endpoint", "c:9"}, "--logs-endpoint: endpoint \"c:9\": no scheme"},
 		{"loop", nil, []string{"--endpoint", "http://localhost:4318", "--listen", "127.0.0.1:4318"}, "own address"},
+		{"signal loop", nil, []string{"--endpoint", "http://127.0.0.1:9", "--traces-endpoint", "http://localhost:4318/v1/traces", "--listen", "127.0.0.1:4318"},
+			"(--traces-endpoint) is the relay's own address"},
 		{"bad headers", []string{"OTEL_EXPORTER_OTLP_HEADERS=novalue"}, []string{"--endpoint", "http://127.0.0.1:9"}, "header #1"},
+		{"bad signal headers", []string{"OTEL_EXPORTER_OTLP_LOGS_HEADERS=a=1,novalue"}, []string{"--endpoint", "http://127.0.0.1:9"},
+			"OTEL_EXPORTER_OTLP_LOGS_HEADERS: header #2: missing '='"},
+		{"one URL, two credentials", []string{
+			"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:9/all", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=http://127.0.0.1:9/all",
+			"OTEL_EXPORTER_OTLP_TRACES_HEADERS=authorization=a",
+		}, nil, "traces and logs are both sent to http://127.0.0.1:9/all but with different headers"},
 		{"bad sync", nil, []string{"--endpoint", "http://127.0.0.1:9", "--sync", "maybe"}, "unknown sync mode"},
 		{"stray argument", nil, []string{"extra"}, "unexpected argument"},
 	} {
-		res := runCmd(t, append(append([]string{}, env...), c.env...), append([]string{"relay"}, c.args...)...)
+		dir := t.TempDir()
+		res := runCmd(t, append(append([]string{}, env...), c.env...), append([]string{"relay", "--dir", dir}, c.args...)...)
 		if res.code != exitUsage || !strings.Contains(res.stderr, c.want) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and %q", c.name, res.code, res.stderr, exitUsage, c.want)
 		}
+		if n := spoolRecords(t, dir); n != 0 {
+			t.Errorf("%s: the spool holds %d record(s)", c.name, n)
+		}
+	}
+}
+
+// recorder is a collector on 127.0.0.1 that keeps the path and headers of
+// every request it gets; while down it answers 503.
+type recorder struct {
+	*httptest.Server
+	down atomic.Bool
+	mu   sync.Mutex // guards seen
+	seen []seenRequest
+}
+
+type seenRequest struct {
+	path   string
+	header http.Header
+	ok     bool
+}
+
+func startRecorder(t *testing.T) *recorder {
+	r := &recorder{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		down := r.down.Load()
+		r.mu.Lock()
+		r.seen = append(r.seen, seenRequest{path: req.URL.Path, header: req.Header.Clone(), ok: !down})
+		r.mu.Unlock()
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *recorder) requests() []seenRequest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]seenRequest(nil), r.seen...)
+}
+
+// accepted counts the requests to path answered 200.
+func (r *recorder) accepted(path string) int {
+	n := 0
+	for _, s := range r.requests() {
+		if s.ok && s.path == path {
+			n++
+		}
+	}
+	return n
+}
+
+// Each signal goes to its own endpoint with its own headers: per-signal
+// endpoints used as given, the base one with /v1/<signal> appended; live
+// exports, exports stored during an outage and exports left on disk by an
+// earlier run alike. Every request either collector gets is checked, so a
+// token sent to the wrong collector, or none, fails the test.
+func TestRelayPerSignalEndpointsAndHeaders(t *testing.T) {
+	t.Parallel()
+	a, b := startRecorder(t), startRecorder(t)
+	dir := t.TempDir()
+	env := cleanEnv(t,
+		"OTEL_EXPORTER_OTLP_ENDPOINT="+b.URL+"/base",
+		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20general-token",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+a.URL+"/custom/traces",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS=authorization=Bearer%20traces-token,x-tenant=a",
+	)
+	args := []string{"--dir", dir, "--logs-endpoint", b.URL + "/logs-in"}
+	send := func(r *relayProc, traces, metrics, logs int) {
+		t.Helper()
+		for _, c := range []struct {
+			path string
+			n    int
+		}{{"/v1/traces", traces}, {"/v1/metrics", metrics}, {"/v1/logs", logs}} {
+			for range c.n {
+				var body []byte
+				switch c.path {
+				case "/v1/traces":
+					body, _ = otlptest.TraceBody(2)
+				case "/v1/metrics":
+					body = otlptest.MetricsBody(2)
+				default:
+					body = otlptest.LogsBody(2)
+				}
+				if resp, got := post(t, r.url(c.path), body, nil); resp.StatusCode != http.StatusOK {
+					t.Fatalf("%s: %d %s", c.path, resp.StatusCode, got)
+				}
+			}
+		}
+	}
+
+	// Both down: every export is stored, then left on disk.
+	a.down.Store(true)
+	b.down.Store(true)
+	r := startRelay(t, env, args...)
+	send(r, 3, 2, 2)
+	st := relayStatus(t, r)
+	if st.Backlog.Records != 7 {
+		t.Errorf("backlog %d during the outage, want 7", st.Backlog.Records)
+	}
+	want := map[string]string{
+		"traces": a.URL + "/custom/traces", "metrics": b.URL + "/base/v1/metrics", "logs": b.URL + "/logs-in",
+	}
+	if st.Upstream != b.URL+"/base" || fmt.Sprint(st.Upstreams) != fmt.Sprint(want) {
+		t.Errorf("/status upstream %q, upstreams %v; want %s/base and %v", st.Upstream, st.Upstreams, b.URL, want)
+	}
+	if code := r.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+
+	// Both up: a new run delivers what the first left, and live exports.
+	a.down.Store(false)
+	b.down.Store(false)
+	r = startRelay(t, env, args...)
+	send(r, 1, 1, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for a.accepted("/custom/traces") < 4 || b.accepted("/base/v1/metrics") < 3 || b.accepted("/logs-in") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered within 30 s: A %d traces, B %d metrics, %d logs",
+				a.accepted("/custom/traces"), b.accepted("/base/v1/metrics"), b.accepted("/logs-in"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for relayStatus(t, r).Backlog.Records != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := r.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	for _, s := range a.requests() {
+		if s.path != "/custom/traces" || s.header.Get("Authorization") != "Bearer traces-token" || s.header.Get("X-Tenant") != "a" {
+			t.Errorf("A got %s with Authorization %q, X-Tenant %q; want only /custom/traces with the traces token",
+				s.path, s.header.Get("Authorization"), s.header.Get("X-Tenant"))
+		}
+	}
+	for _, s := range b.requests() {
+		if (s.path != "/base/v1/metrics" && s.path != "/logs-in") || s.header.Get("Authorization") != "Bearer general-token" ||
+			s.header.Values("X-Tenant") != nil {
+			t.Errorf("B got %s with Authorization %q, X-Tenant %q; want metrics and logs with the general token only",
+				s.path, s.header.Get("Authorization"), s.header.Get("X-Tenant"))
+		}
+	}
+	if n := spoolRecords(t, dir); n != 0 {
+		t.Errorf("the spool holds %d record(s) after delivery", n)
+	}
+}
+
+// SIGTERM while an upload is still being received: the shutdown timeout
+// cuts it, but the relay never acknowledged it, so it exits 0, and stores
+// nothing of it.
+func TestRelayExitsZeroWhenTimeoutCutsAnUpload(t *testing.T) {
+	t.Parallel()
+	col := otlptest.StartCollector(t)
+	dir := t.TempDir()
+	r := startRelay(t, cleanEnv(t), "--endpoint", col.URL(), "--dir", dir, "--shutdown-timeout", "300ms")
+
+	conn, err := net.Dial("tcp", r.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	// With Expect: 100-continue the relay says when its handler starts
+	// reading the body: from then on the upload is in flight.
+	fmt.Fprintf(conn, "POST /v1/traces HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-protobuf\r\n"+
+		"Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n", r.Addr)
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(line, "100 Continue") {
+		t.Fatalf("want 100 Continue, got %q, %v", line, err)
+	}
+	if _, err := conn.Write(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM cut an upload, want 0:\n%s", code, r.Stderr.String())
+	}
+	if !strings.Contains(r.Stderr.String(), "requests still in flight at the shutdown timeout were cut") {
+		t.Errorf("no line about the cut upload:\n%s", r.Stderr.String())
+	}
+	// The client was never told its export was taken.
+	for {
+		line, err := br.ReadString('\n')
+		if strings.HasPrefix(line, "HTTP/1.1 2") {
+			t.Errorf("the cut upload was answered %q", line)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if n := spoolRecords(t, dir); n != 0 || col.Requests("/v1/traces") != 0 {
+		t.Errorf("the cut upload left %d record(s) and reached the collector %d time(s)", n, col.Requests("/v1/traces"))
 	}
 }
 
@@ -416,6 +637,20 @@ func rawPost(t *testing.T, addr string, size int64, chunked bool) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// spoolRecords counts the records a spool folder holds, with spool.Walk.
+func spoolRecords(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	err := spool.Walk(dir, func(_ spool.StoredRecord, err error) error {
+		n++
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // countFiles counts regular files under dir.

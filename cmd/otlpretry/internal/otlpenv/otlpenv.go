@@ -1,13 +1,15 @@
 // Package otlpenv reads the parts of the OpenTelemetry exporter
 // configuration that the otlpretry command shares with the SDKs: the base
-// endpoint URL, to which /v1/<signal> is appended, and the headers of
-// OTEL_EXPORTER_OTLP_HEADERS.
+// endpoint URL, to which /v1/<signal> is appended, each signal's own
+// endpoint, used as given, and the headers of OTEL_EXPORTER_OTLP_HEADERS and
+// of each signal's own variable.
 package otlpenv
 
 import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/otlpretry/otlpretry/spool"
@@ -73,26 +75,57 @@ func validKey(k string) bool {
 	return true
 }
 
-// ParseEndpoint checks a base endpoint URL such as
+// ParseEndpoint checks an endpoint URL such as
 // "https://collector.example:4318": http or https, with a host. A path is
-// kept as a prefix ("https://gw.example/otlp" sends traces to
-// /otlp/v1/traces); a query string or fragment is refused, since OTLP
-// endpoints take none and it would be dropped from spooled exports anyway.
+// kept; a query string or fragment is refused, since OTLP endpoints take
+// none and it would be dropped from spooled exports anyway. An *EndpointError
+// says what is wrong in words a user can act on ("collector:4318" has no
+// scheme; "grpc://..." is not a scheme the relay speaks); its message never
+// shows a password given in the URL.
 func ParseEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, &EndpointError{URL: raw, Reason: "empty"}
+	}
+	if !strings.Contains(raw, "://") {
+		// url.Parse reads "collector:4318" as the scheme "collector".
+		return nil, &EndpointError{URL: redact(raw), Reason: "no scheme: write http://" + redact(raw) + " (or https:// for TLS)"}
+	}
+	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint: %w", err)
+		return nil, &EndpointError{URL: redact(raw), Reason: "not a URL"}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("endpoint %q: want an http:// or https:// URL", u.Redacted())
+		return nil, &EndpointError{URL: u.Redacted(), Reason: "unsupported scheme " + strconv.Quote(u.Scheme) + ": want an http:// or https:// URL (OTLP/HTTP)"}
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("endpoint %q: no host", u.Redacted())
+		return nil, &EndpointError{URL: u.Redacted(), Reason: "no host"}
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("endpoint %q: a query string or fragment is not supported", u.Redacted())
+		return nil, &EndpointError{URL: u.Redacted(), Reason: "a query string or fragment is not supported"}
 	}
 	return u, nil
+}
+
+// An EndpointError reports an endpoint that cannot be used.
+type EndpointError struct {
+	// URL is the endpoint as given, its password masked.
+	URL    string
+	Reason string
+}
+
+func (e *EndpointError) Error() string { return fmt.Sprintf("endpoint %q: %s", e.URL, e.Reason) }
+
+// redact masks what precedes an '@' in a string that is not a usable URL,
+// where a password would be.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		return u.Redacted()
+	}
+	if i := strings.LastIndexByte(raw, '@'); i >= 0 {
+		return "xxxxx" + raw[i:]
+	}
+	return raw
 }
 
 // SignalURL returns the URL for signal's exports under base, as the OTel

@@ -6,8 +6,9 @@
 // A client is answered only once the upstream has accepted the export or
 // the transport has stored it on disk: the transport's RoundTrip returns
 // the upstream's answer, or a 200 after storing. A request refused here
-// (wrong path, method, token, content type, or too large) never reaches the
-// transport, so it is never stored.
+// (wrong path, method, token, content type or encoding, too large, or a
+// body that is not a well-formed export) never reaches the transport, so
+// it is never stored.
 package relay
 
 import (
@@ -23,6 +24,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,11 +42,13 @@ const DefaultMaxBodyBytes = 64 << 20
 
 // Config describes a Relay.
 type Config struct {
-	// Upstream is the base URL of the collector; /v1/<signal> is appended.
+	// Destinations are where each signal's exports go; a signal without
+	// one is answered 404. Their headers are not set by the relay: see
+	// HeaderScope, which the Transport is expected to carry them through.
+	Destinations []otlpenv.Destination
+	// Upstream is the base endpoint, shown by /status; nil when there is
+	// none.
 	Upstream *url.URL
-	// Headers are set on every forwarded request (OTEL_EXPORTER_OTLP_HEADERS).
-	// They are never written to disk.
-	Headers http.Header
 	// Transport carries the forwarded requests: an *otlpretry.Transport.
 	Transport http.RoundTripper
 	// Stats reads the transport's counters for /status and /metrics.
@@ -53,7 +57,8 @@ type Config struct {
 	AuthToken string
 	// Dir is the spool folder, shown by /status.
 	Dir string
-	// MaxBodyBytes bounds inbound bodies; 0 means DefaultMaxBodyBytes.
+	// MaxBodyBytes bounds inbound bodies, and what a compressed body
+	// inflates to; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -67,12 +72,20 @@ type Relay struct {
 	metrics   http.Handler
 	requests  *prometheus.CounterVec
 	started   time.Time
+	// targets holds each signal's destination URL, as a string, by
+	// spool.Signal; empty for a signal not forwarded.
+	targets [4]string
+	badBody logLimiter
 }
+
+// badBodyLogInterval is the least time between two log lines about
+// refused bodies; the lines in between are counted in the next.
+const badBodyLogInterval = time.Minute
 
 // New returns a Relay for cfg.
 func New(cfg Config) (*Relay, error) {
-	if cfg.Upstream == nil || cfg.Transport == nil || cfg.Stats == nil {
-		return nil, errors.New("relay: Upstream, Transport and Stats are required")
+	if len(cfg.Destinations) == 0 || cfg.Transport == nil || cfg.Stats == nil {
+		return nil, errors.New("relay: Destinations, Transport and Stats are required")
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -80,7 +93,13 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{cfg: cfg, started: time.Now()}
+	r := &Relay{cfg: cfg, started: time.Now(), badBody: logLimiter{interval: badBodyLogInterval, now: time.Now}}
+	for _, d := range cfg.Destinations {
+		if d.URL == nil || int(d.Signal) >= len(r.targets) || d.Signal == spool.SignalUnknown {
+			return nil, errors.New("relay: a destination needs a URL and a signal")
+		}
+		r.targets[d.Signal] = d.URL.String()
+	}
 	if cfg.AuthToken != "" {
 		r.tokenHash = sha256.Sum256([]byte(cfg.AuthToken))
 	}
@@ -138,12 +157,11 @@ func (r *Relay) onlyGet(w http.ResponseWriter, req *http.Request) bool {
 	return false
 }
 
-// acceptedEncodings are the Content-Encodings the OTel Collector's HTTP
-// receiver understands; the relay forwards the body as it came, so it only
-// checks the name.
-var acceptedEncodings = map[string]bool{
-	"": true, "identity": true, "gzip": true, "deflate": true, "zstd": true, "snappy": true, "x-snappy-framed": true, "lz4": true,
-}
+// acceptedEncodings are the Content-Encodings whose bodies the relay can
+// check before it stores them: gzip, the OTLP specification's one
+// compression, and deflate (zlib), which the OTel Collector's receiver
+// takes too. Bodies are forwarded compressed, as they came.
+var acceptedEncodings = map[string]bool{"": true, "identity": true, "gzip": true, "deflate": true}
 
 func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 	signal := spool.SignalFromPath(req.URL.Path)
@@ -166,15 +184,23 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 		tooLarge(w, r.cfg.MaxBodyBytes)
 		return
 	}
-	ct := req.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
+	target := r.targets[signal]
+	if target == "" {
+		http.Error(w, "this relay forwards no "+signal.String()+": start it with "+otlpenv.SignalEndpointFlag(signal)+" or "+
+			otlpenv.EndpointFlag+" (or "+otlpenv.SignalEndpointVar(signal)+" or "+otlpenv.EndpointVar+")", http.StatusNotFound)
+		return
+	}
+	// The media type without its parameters is what is forwarded and
+	// stored: "application/json; charset=utf-8" is JSON, so answered
+	// as JSON when stored.
+	mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if err != nil || (mt != "application/x-protobuf" && mt != "application/json") {
 		http.Error(w, "Content-Type must be application/x-protobuf or application/json", http.StatusUnsupportedMediaType)
 		return
 	}
 	enc := strings.ToLower(strings.TrimSpace(req.Header.Get("Content-Encoding")))
 	if !acceptedEncodings[enc] {
-		http.Error(w, "unsupported Content-Encoding", http.StatusUnsupportedMediaType)
+		http.Error(w, "unsupported Content-Encoding: the relay takes gzip, deflate or none", http.StatusUnsupportedMediaType)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(orig, req.Body, r.cfg.MaxBodyBytes))
@@ -197,22 +223,36 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 
+	// What the upstream could not decode would be refused there, and
+	// quarantined if it was stored meanwhile: refuse it here, whether the
+	// upstream is up or down.
+	if err := checkBody(signal, mt, enc, body, r.cfg.MaxBodyBytes); err != nil {
+		if errors.Is(err, ErrInflatedTooLarge) {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "the body inflates to over "+strconv.FormatInt(r.cfg.MaxBodyBytes, 10)+" bytes", http.StatusRequestEntityTooLarge)
+			return
+		}
+		if n, ok := r.badBody.allow(); ok {
+			r.cfg.Logger.Warn("otlpretry relay: refused a body that is not a well-formed export (400); nothing stored",
+				"signal", signal.String(), "content_type", mt, "content_encoding", enc, "reason", err.Error(),
+				"refused_since_last_line", n)
+		}
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+
 	// The request keeps the client's context: if the client leaves, the
 	// transport keeps the export and settles it in the background.
-	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost,
-		otlpenv.SignalURL(r.cfg.Upstream, signal, req.URL.Path), bytes.NewReader(body))
+	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		http.Error(w, "bad upstream URL", http.StatusInternalServerError)
 		return
 	}
-	out.Header.Set("Content-Type", ct)
+	out.Header.Set("Content-Type", mt)
 	if enc != "" {
 		out.Header.Set("Content-Encoding", req.Header.Get("Content-Encoding"))
 	}
 	out.Header.Set("User-Agent", "otlpretry-relay")
-	for k, vs := range r.cfg.Headers {
-		out.Header[k] = append([]string(nil), vs...)
-	}
 	resp, err := r.cfg.Transport.RoundTrip(out)
 	if err != nil {
 		// Neither delivered nor stored (spool full, disk error, shutting
@@ -292,3 +332,29 @@ func (s *statusRecorder) code() int {
 // Unwrap lets http.ResponseController (and MaxBytesReader's connection
 // handling) reach the real writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// logLimiter lets one log line through per interval and counts the ones
+// it holds back.
+type logLimiter struct {
+	interval time.Duration
+	now      func() time.Time
+
+	mu         sync.Mutex // guards last and suppressed
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now, and how many lines were held back
+// since the last one logged.
+func (l *logLimiter) allow() (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if !l.last.IsZero() && now.Sub(l.last) < l.interval {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
+}

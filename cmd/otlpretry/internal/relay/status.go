@@ -11,6 +11,9 @@ type Status struct {
 	Upstream      string  `json:"upstream"`
 	Dir           string  `json:"dir"`
 	UptimeSeconds float64 `json:"uptime_seconds"`
+	// Upstreams is each forwarded signal's URL; Upstream above is the base
+	// endpoint, empty when every signal has its own.
+	Upstreams map[string]string `json:"upstreams"`
 	// Circuit is "open" while the upstream fails and new exports go
 	// straight to the spool, else "closed".
 	Circuit string  `json:"circuit"`
@@ -85,7 +88,13 @@ func NewStatus(st otlpretry.Stats) Status {
 // Status returns the relay's status now.
 func (r *Relay) Status() Status {
 	s := NewStatus(r.cfg.Stats())
-	s.Upstream = r.cfg.Upstream.Redacted()
+	if r.cfg.Upstream != nil {
+		s.Upstream = r.cfg.Upstream.Redacted()
+	}
+	s.Upstreams = make(map[string]string, len(r.cfg.Destinations))
+	for _, d := range r.cfg.Destinations {
+		s.Upstreams[d.Signal.String()] = d.URL.Redacted()
+	}
 	s.Dir = r.cfg.Dir
 	s.UptimeSeconds = time.Since(r.started).Seconds()
 	return s
