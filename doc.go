@@ -59,10 +59,16 @@
 // # Credentials
 //
 // Nothing secret is written to disk: the transport stores no request
-// header at all, and URLs lose their user information and query string. Spooled exports are sent with the URL and headers of this
-// process's latest live request to the same endpoint, or with WithHeaders.
-// Exports left by an earlier process wait up to 60 s (WithAdoptWait) for
-// such a live request.
+// header at all, and URLs lose their user information and query string.
+// A spooled export is sent with the URL and headers of this process's
+// latest live request to its own destination (scheme, host and path), else
+// with the headers WithEndpointHeaders configured for that destination,
+// else with none; headers of one destination never go to another. Exports
+// left by an earlier process wait up to 60 s (WithAdoptWait) for a live
+// request. A spooled export sent without a live request's credentials and
+// refused with 401 or 403 is not quarantined: it waits, as for a busy
+// server, until a live request brings them, and live exports are not held
+// back meanwhile.
 //
 // # Configuration
 //
