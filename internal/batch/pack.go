@@ -385,6 +385,8 @@ func jsonArray(body []byte, signal spool.Signal) ([]byte, bool) {
 // finish builds a request's body from its records.
 func (p *Packer) finish(r *Request) {
 	if len(r.records) == 1 {
+		// Sent as stored and never split: the decoded payload is not needed.
+		r.payloads = nil
 		r.wire = [][]byte{r.records[0].Body}
 		r.size = int64(len(r.records[0].Body))
 		return
