@@ -85,7 +85,8 @@
 //
 // Window bounds a destination's requests in flight: it starts at 4
 // (DefaultInitialWindow), grows by one per window's worth of successes
-// (about one per round trip) up to 32 (DefaultMaxWindow), and halves, down
+// (about one per round trip) while at least half of it is in use, up to
+// 32 (DefaultMaxWindow), and halves, down
 // to 1, on a 408, 429, 5xx, timeout, reset or refused connection, at most
 // once per round trip. It never decides when to send: a Retry-After or
 // the lane's backoff is waited out first.
