@@ -131,8 +131,9 @@ func printTable(w *os.File) (passed, failed, skipped int) {
 	return passed, failed, skipped
 }
 
-// rank orders the table as the scenarios are listed in the issue: the
-// library's fault kinds, the relay's, flapping, security.
+// rank orders the table: the library's fault kinds (each followed by the
+// plain exporter's baseline, where it runs), the relay's, flapping, kills,
+// disk faults, metrics and logs, security.
 func rank(scenario string) int {
 	var order []string
 	for _, k := range libraryFaults {
