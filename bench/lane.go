@@ -27,10 +27,6 @@ var systemLabel = map[string]string{
 	"limit": "limit: no layer, in-memory",
 }
 
-// worker names the process doing the export work of each system, whose
-// CPU and memory the tables lead with.
-var worker = map[string]string{"A": "app", "B": "app", "C": "Collector", "D": "relay", "limit": "app"}
-
 // env is what every scenario of a run shares.
 type env struct {
 	cfg   config

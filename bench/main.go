@@ -18,9 +18,10 @@
 //	       concurrency: no layer in between, no disk
 //
 // Each application, the Collector and the relay run as processes of their
-// own, built by the driver at start (the relay from ../cmd/otlpretry with
-// the root module's own go.mod), so that CPU time and peak memory are
-// measured for the process doing the export work. The receiving end is
+// own, built by the driver at start (the relay from ../cmd/otlpretry in the
+// checkout's workspace, ../go.work, so that it runs the library of the
+// working tree), so that CPU time and peak memory are measured for the
+// process doing the export work. The receiving end is
 // internal/otlptest's Collector, which decodes OTLP and counts unique spans
 // and duplicates, behind an otlptest.Proxy that scripts the outages; one
 // pair per system, all on 127.0.0.1.
@@ -32,6 +33,13 @@
 // run at the same time, so that a change in machine load hits them alike;
 // backlogs are built and drained one system at a time, since their drains
 // would compete for the CPU.
+//
+// This module measures what is delivered over time and what whole
+// processes cost: loss, recovery after an outage, the drain rate of a
+// backlog, CPU and memory, each system beside the others. What one export
+// costs inside the Transport (the happy path against a bare
+// http.Transport, an export call while the circuit is open) is measured by
+// the root module's micro-benchmarks, bench_test.go (go test -bench).
 package main
 
 import (

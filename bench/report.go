@@ -15,7 +15,7 @@ var outageName = map[string]string{
 }
 
 // markdown renders the report: settings, one table per scenario, the
-// targets of issue 6 with a verdict each, and links to the plots.
+// targets with a verdict each, and links to the plots.
 func markdown(rep *report, plots map[string][]string) string {
 	var b strings.Builder
 	s := rep.Settings

@@ -79,7 +79,8 @@ func run(ctx context.Context, c config, log io.Writer) (*report, error) {
 			rs, runErr = e.runBacklog(ctx)
 		case "steady":
 			// Repeated: its CPU figures are compared within a few
-			// percent, and this machine's noise is larger than that.
+			// percent, and a shared machine's noise can be larger
+			// than that.
 			for round := 1; round <= c.rounds && runErr == nil; round++ {
 				var more []*result
 				more, runErr = e.runTimed(ctx, s, round)

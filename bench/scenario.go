@@ -355,8 +355,9 @@ func (e *env) finalCounts(scenario string, l *lane) *result {
 
 // attrBytes sizes the payload attribute so that an export of batch spans
 // comes out near exportBytes: about 200 bytes of resource and scope per
-// export and 85 bytes of IDs, times and framing per span (measured on the
-// SDK's encoding; the report gives the mean size actually received).
+// export and 85 bytes of IDs, times and framing per span in the SDK's
+// encoding of benchapp's spans (the report gives the mean size actually
+// received).
 func attrBytes(exportBytes, batch int) int {
 	return max(0, (exportBytes-200)/batch-85)
 }

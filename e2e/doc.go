@@ -1,5 +1,15 @@
-// Package e2e holds end-to-end tests that run otlpretry against the real
-// OpenTelemetry Collector OTLP receiver, in process, on 127.0.0.1 only.
+// Package e2e holds the end-to-end scenarios: otlpretry, as the library and
+// as the relay process, against the real OpenTelemetry Collector OTLP
+// receiver, in process, behind a fault proxy, on 127.0.0.1 only. Each
+// scenario is written once, here; the root module's tests use a fake
+// collector and test one behaviour at a time.
+//
+// TestMain prints a table, one row per scenario (spans produced,
+// acknowledged to the SDK, received, lost, duplicated, the largest
+// backlog) and a last line "N passed, N failed". For refused connections,
+// 503s and a blackhole, the plain OTel exporter runs beside the transport
+// in the same run, on its own proxy and receiver; its rows (plain/<kind>,
+// result "baseline") report what it lost and are not checked.
 //
 // The long scenarios are opt-in: go test ./e2e/... -args -soak (or
 // OTLPRETRY_SOAK=1) adds the 10-minute library soak at 2,000 spans/s with

@@ -33,7 +33,7 @@ func skipUnlessSoak(t *testing.T) {
 	}
 }
 
-// TestLibraryFlappingSoak is the full flapping run: down and up
+// TestLibraryFlappingSoak is the full flapping run, opt-in: down and up
 // every 2 s for 60 s.
 func TestLibraryFlappingSoak(t *testing.T) {
 	skipUnlessSoak(t)
