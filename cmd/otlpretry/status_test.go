@@ -230,6 +230,13 @@ func TestStatusTellsRunningFromGone(t *testing.T) {
 	if err := col.WaitSpans(ctx, 8); err != nil {
 		t.Fatal(err)
 	}
+	// Settled by the relay, not only received by the collector.
+	for st := relayStatus(t, r2); st.Backlog.Records != 0 || st.Delivered.FromSpool != 4; st = relayStatus(t, r2) {
+		if ctx.Err() != nil {
+			t.Fatalf("the next relay did not settle the 4 exports: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if code := r2.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
