@@ -109,7 +109,21 @@
 // Stats returns counts and the backlog; WithMeterProvider publishes the
 // same as OTel metrics (otlpretry.spool.records, otlpretry.spool.bytes,
 // otlpretry.spool.oldest_age, otlpretry.exports{outcome},
-// otlpretry.exports.dropped{reason}, otlpretry.circuit.open).
+// otlpretry.exports.refused{reason}, otlpretry.exports.dropped{reason},
+// otlpretry.circuit.open). Each export is counted once where it ends:
+// outcome direct (delivered by its own attempts), rejected (refused while
+// the exporter waited, returned to it as it came), spooled (answered as
+// stored, then delivered or quarantined by the background sender),
+// quarantined (answered as stored, then refused: kept in the spool's
+// quarantine folder until its bound evicts it, counted as dropped reason
+// quarantine_evicted); retried counts failed attempts. An export the spool
+// cannot take makes RoundTrip return an error: the OTel OTLP/HTTP
+// exporters do not retry that error, so it is dropped (reasons full, disk,
+// too_large, closed) and logged at ERROR; with WithCallerRetry, for a
+// caller that retries it (the otlpretry relay answers 503 with
+// Retry-After), it is refused under the same reasons instead, and logged
+// at WARN. Reasons evicted, expired and corrupt are exports lost from the
+// spool.
 //
 // One Transport serves one destination: the exports of all three signals
 // to one collector share one circuit and one backoff.

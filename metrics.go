@@ -23,7 +23,8 @@ func (t *Transport) registerMetrics() error {
 	exports, err4 := m.Int64ObservableCounter("otlpretry.exports", metric.WithDescription("Exports by outcome."), metric.WithUnit("{export}"))
 	dropped, err5 := m.Int64ObservableCounter("otlpretry.exports.dropped", metric.WithDescription("Exports lost, by reason."), metric.WithUnit("{export}"))
 	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports go straight to the spool."))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
+	refused, err7 := m.Int64ObservableCounter("otlpretry.exports.refused", metric.WithDescription("Exports not stored, returned as an error for the caller to retry, by reason."), metric.WithUnit("{export}"))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
 		if err != nil {
 			return err
 		}
@@ -50,27 +51,38 @@ func (t *Transport) registerMetrics() error {
 		o.ObserveInt64(exports, int64(st.Retried), outcome("retried"))
 		o.ObserveInt64(exports, int64(st.Rejected), outcome("rejected"))
 		o.ObserveInt64(exports, int64(st.Quarantined), outcome("quarantined"))
-		for _, r := range dropReasons(st.Dropped) {
-			o.ObserveInt64(dropped, int64(r.n), reason(r.name))
+		for _, r := range DropReasons(st.Dropped) {
+			o.ObserveInt64(dropped, int64(r.N), reason(r.Name))
+		}
+		for _, r := range RefusalReasons(st.Refused) {
+			o.ObserveInt64(refused, int64(r.N), reason(r.Name))
 		}
 		return nil
-	}, records, bytes, oldest, exports, dropped, circuit)
+	}, records, bytes, oldest, exports, dropped, circuit, refused)
 	t.metricsReg = reg
 	return err
 }
 
-// dropReason is one reason of Drops as the metrics name it.
-type dropReason struct {
-	name string
-	n    uint64
+// Reason is one reason of Drops under the name the OTel metrics (the
+// reason attribute) and the otlpretry relay's /status and /metrics give it.
+type Reason struct {
+	Name string
+	N    uint64
 }
 
-// dropReasons lists every field of d under its metric reason, so that no
-// reason is left out of the metrics.
-func dropReasons(d Drops) []dropReason {
-	return []dropReason{
+// DropReasons lists every field of d under its name, so that no view
+// leaves a reason out: full, evicted, disk, expired, corrupt, too_large,
+// closed, quarantine_evicted.
+func DropReasons(d Drops) []Reason {
+	return []Reason{
 		{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired},
 		{"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed},
 		{"quarantine_evicted", d.QuarantineEvicted},
 	}
+}
+
+// RefusalReasons lists the reasons Stats.Refused counts, under their
+// names: full, disk, too_large, closed.
+func RefusalReasons(d Drops) []Reason {
+	return []Reason{{"full", d.Full}, {"disk", d.Disk}, {"too_large", d.TooLarge}, {"closed", d.Closed}}
 }

@@ -78,6 +78,7 @@ type config struct {
 	busyProbeInterval   time.Duration
 	logInterval         time.Duration
 	adoptWait           time.Duration
+	callerRetry         bool // RoundTrip's errors are retried by its caller (WithCallerRetry)
 	attemptTimeout      map[spool.Signal]time.Duration
 	headers             []destinationHeaders
 	logger              *slog.Logger
@@ -290,6 +291,15 @@ func (c *config) headersFor(u *url.URL) (h http.Header, ok bool) {
 func WithAdoptWait(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.adoptWait = d })
 }
+
+// WithCallerRetry tells the Transport that its caller retries an export
+// RoundTrip returns an error for, as the otlpretry relay does by answering
+// its client 503 with Retry-After. Such an export, one the spool cannot
+// take (full, a disk error, too large, or closed), is then counted in
+// Stats.Refused and logged at WARN. Without it, it is counted in
+// Stats.Dropped and logged at ERROR: the OTel OTLP/HTTP exporters do not
+// retry an error from their client's transport, so it is lost. Default off.
+func WithCallerRetry() Option { return optionFunc(func(c *config) { c.callerRetry = true }) }
 
 // WithLogger sets the logger. Default slog.Default().
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }

@@ -44,7 +44,7 @@ type Transport struct {
 
 	counters    counters
 	warnLimit   logLimiter // "Currently retrying ..."
-	dropLimit   logLimiter // "... dropping an export"
+	dropLimit   logLimiter // exports the spool cannot take
 	rejectLimit logLimiter // non-retryable answers
 	credsLimit  logLimiter // spooled exports refused for want of credentials
 
@@ -264,7 +264,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 	case retry.Rejected:
 		detail := describe(r.resp, r.err, r.out)
 		err = t.spool.Quarantine(rec.ID, detail)
-		t.counters.rejected.Add(1)
+		t.counters.quarantined.Add(1) // answered as stored: not returned to the exporter
 		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is quarantined",
 				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
@@ -331,20 +331,11 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 // have on success, so that the exporter neither retries nor drops it.
 func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, why string) (*http.Response, error) {
 	data, err := p.bytes()
-	if err != nil {
-		// The spool never saw this export, so it counted nothing.
-		t.counters.dropUnstorable.Add(1)
-	} else {
-		// The spool counts its own refusals, by reason.
+	if err == nil {
 		err = t.spool.Put(newRecord(req, data, signal))
 	}
 	if err != nil {
-		st := t.spool.Stats()
-		if ok, held := t.dropLimit.allow(); ok {
-			t.cfg.logger.Error(fmt.Sprintf("otlpretry: Already retrying %d failed export(s) (%d bytes), dropping an export", st.Records, st.Bytes),
-				"err", err, "dropped_since_last", held+1)
-		}
-		return nil, fmt.Errorf("otlpretry: dropping an export: %w", err)
+		return nil, t.notStored(err)
 	}
 	t.counters.spooled.Add(1)
 	t.circuitOpen.Store(true)
@@ -352,6 +343,30 @@ func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, 
 	t.sender.wake()
 	t.warnRetrying(req, why)
 	return spooledResponse(req), nil
+}
+
+// notStored counts and logs an export the spool could not take (err says
+// why) and returns RoundTrip's error for it. With WithCallerRetry the
+// caller retries it, so it is refused, logged at WARN; without, it is lost:
+// the OTel OTLP/HTTP exporters do not retry an error from their client's
+// transport (only a temporary *url.Error, which this is not).
+func (t *Transport) notStored(err error) error {
+	st := t.spool.Stats()
+	ok, held := t.dropLimit.allow()
+	if t.cfg.callerRetry {
+		t.counters.refused.add(err)
+		if ok {
+			t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Already retrying %d failed export(s) (%d bytes); an export that cannot be stored is refused, for the caller to retry", st.Records, st.Bytes),
+				"err", err, "refused_since_last", held+1)
+		}
+		return fmt.Errorf("otlpretry: export not stored, for the caller to retry: %w", err)
+	}
+	t.counters.lost.add(err)
+	if ok {
+		t.cfg.logger.Error(fmt.Sprintf("otlpretry: Already retrying %d failed export(s) (%d bytes), dropping an export", st.Records, st.Bytes),
+			"err", err, "dropped_since_last", held+1)
+	}
+	return fmt.Errorf("otlpretry: dropping an export: %w", err)
 }
 
 func (t *Transport) warnRetrying(req *http.Request, why string) {

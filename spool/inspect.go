@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // StoredRecord is a record found by Walk.
@@ -17,10 +19,14 @@ type StoredRecord struct {
 	Attempts int
 	// Owner is "" for records waiting in pending/, else the name of the
 	// owner folder holding them: a process sending them now, or one that
-	// stopped without closing the spool.
-	Owner   string
-	Segment string // path of the segment file
-	Offset  int64
+	// stopped without handing them back.
+	Owner string
+	// OwnerAlive is true when Owner is a process that still has the spool
+	// open (see Owners); a gone owner's records are delivered by the next
+	// process that opens the folder.
+	OwnerAlive bool
+	Segment    string // path of the segment file
+	Offset     int64
 }
 
 // Walk calls fn for every record a spool folder holds and has not settled
@@ -33,18 +39,16 @@ type StoredRecord struct {
 // and Owner. The record being appended by a live process when Walk reads
 // is not reported. Segments that move or disappear during the walk are
 // skipped; a record moving between folders meanwhile may be reported twice
-// or not at all. An error from fn ends the walk and is returned.
+// or not at all. Each owner is told alive or gone as Owners does. An error
+// from fn ends the walk and is returned.
 func Walk(dir string, fn func(StoredRecord, error) error) error {
-	type folder struct{ path, owner string }
-	folders := []folder{{filepath.Join(dir, pendingDir), ""}}
-	owners, err := os.ReadDir(filepath.Join(dir, ownersDir))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	folders := []folder{{path: filepath.Join(dir, pendingDir)}}
+	owners, err := Owners(dir)
+	if err != nil {
 		return err
 	}
 	for _, o := range owners {
-		if o.IsDir() {
-			folders = append(folders, folder{filepath.Join(dir, ownersDir, o.Name()), o.Name()})
-		}
+		folders = append(folders, folder{filepath.Join(dir, ownersDir, o.Name), o.Name, o.Alive})
 	}
 	type found struct {
 		folder
@@ -76,14 +80,15 @@ func Walk(dir string, fn func(StoredRecord, error) error) error {
 		return 0
 	})
 	for _, sg := range segs {
-		if err := walkSegment(sg.path, sg.owner, sg.name, sg.n, fn); err != nil {
+		if err := walkSegment(sg.folder, sg.name, sg.n, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func walkSegment(folder, owner, name string, n segName, fn func(StoredRecord, error) error) error {
+func walkSegment(fo folder, name string, n segName, fn func(StoredRecord, error) error) error {
+	folder := fo.path
 	path := filepath.Join(folder, name)
 	f, err := os.Open(path)
 	if err != nil {
@@ -111,7 +116,7 @@ func walkSegment(folder, owner, name string, n segName, fn func(StoredRecord, er
 		if side.settled[uint32(sc.off)] {
 			return nil
 		}
-		sr := StoredRecord{Owner: owner, Segment: path, Offset: sc.off, Size: sc.size}
+		sr := StoredRecord{Owner: fo.owner, OwnerAlive: fo.alive, Segment: path, Offset: sc.off, Size: sc.size}
 		if sc.err != nil {
 			return fn(sr, &CorruptionError{Path: path, Offset: sc.off, Err: sc.err})
 		}
@@ -137,4 +142,76 @@ func walkSegment(folder, owner, name string, n segName, fn func(StoredRecord, er
 		return fnErr
 	}
 	return err
+}
+
+// folder is a folder Walk reads: pending/ (no owner) or an owner's.
+type folder struct {
+	path, owner string
+	alive       bool
+}
+
+// Owner is a process's folder in a spool folder, as Owners finds it.
+type Owner struct {
+	// Name is the folder's name under owners/: the process ID, a dash and
+	// a random part.
+	Name string
+	// PID is the process ID the owner had (in its PID namespace), read
+	// from Name; 0 when Name does not start with one.
+	PID int
+	// Alive is true while the process holds its lock: it is running with
+	// the spool open, and writes or sends the records in its folder. The
+	// records of a gone owner (killed, or closed without handing them
+	// back) are delivered by the next process that opens the folder, or
+	// by a running one when it next rescans it.
+	Alive bool
+}
+
+// Owners lists the owner folders of the spool folder dir. It tells a live
+// owner from a gone one as a spool does before it adopts a gone owner's
+// records: by trying the owner's lock without waiting. A live owner holds
+// the lock and is not disturbed; a gone owner's lock is taken and let go
+// at once, and a spool adopting at that very instant finds it taken and
+// leaves the records to its next scan. Nothing is created or changed. An
+// owner whose lock cannot be tried (a permission error, or a platform
+// without file locks) is reported alive: it is not known to be gone.
+func Owners(dir string) ([]Owner, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, ownersDir))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []Owner
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		o := Owner{Name: e.Name(), Alive: ownerAlive(filepath.Join(dir, ownersDir, e.Name()) + lockExt)}
+		if pid, _, ok := strings.Cut(o.Name, "-"); ok {
+			if n, err := strconv.Atoi(pid); err == nil && n > 0 {
+				o.PID = n
+			}
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// ownerAlive tries the lock at path without waiting and without creating
+// it. A missing lock means the owner is gone: a live owner locks its file
+// before it makes its folder.
+func ownerAlive(path string) bool {
+	if !locksWork {
+		return true
+	}
+	unlock, err := tryLock(path, false)
+	switch {
+	case err == nil:
+		_ = unlock()
+		return false
+	case errors.Is(err, fs.ErrNotExist):
+		return false
+	}
+	return true
 }

@@ -113,3 +113,56 @@ func TestQuarantineInspection(t *testing.T) {
 		t.Fatal("parsed a foreign name")
 	}
 }
+
+// TestOwners: a process with the spool open is alive, with its PID; an
+// owner folder whose lock is free, or missing, is a process that is gone.
+func TestOwners(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.Close()
+	put(t, s, rec(1, 100))
+	gone := filepath.Join(dir, ownersDir, "4242-0badf00d")
+	if err := os.MkdirAll(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gone+lockExt, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noLock := filepath.Join(dir, ownersDir, "77-00000001")
+	if err := os.MkdirAll(noLock, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := Owners(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Owner{
+		s.owner:         {Name: s.owner, PID: os.Getpid(), Alive: true},
+		"4242-0badf00d": {Name: "4242-0badf00d", PID: 4242},
+		"77-00000001":   {Name: "77-00000001", PID: 77},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Owners = %+v, want %+v", got, want)
+	}
+	for _, o := range got {
+		if o != want[o.Name] {
+			t.Errorf("owner %+v, want %+v", o, want[o.Name])
+		}
+	}
+	// Asking left the live owner's lock with it, and the free ones free.
+	if _, err := tryLock(s.mine+lockExt, false); !errors.Is(err, errLocked) {
+		t.Errorf("the live owner's lock: %v, want it still held", err)
+	}
+	if _, err := os.Stat(noLock + lockExt); !os.IsNotExist(err) {
+		t.Errorf("Owners created a lock: %v", err)
+	}
+	var alive []bool
+	Walk(dir, func(r StoredRecord, err error) error {
+		alive = append(alive, r.OwnerAlive)
+		return err
+	})
+	if len(alive) != 1 || !alive[0] {
+		t.Errorf("Walk: OwnerAlive %v, want [true]", alive)
+	}
+}

@@ -31,3 +31,6 @@ func tryLock(path string, create bool) (unlock func() error, err error) {
 	}
 	return f.Close, nil
 }
+
+// locksWork is true where tryLock excludes other holders.
+const locksWork = true

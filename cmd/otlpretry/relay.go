@@ -143,6 +143,9 @@ documentation). Flags take precedence over the environment.`, e)
 		// waiting for a live request: it gets its destination's headers
 		// from the scope, as live requests do.
 		otlpretry.WithAdoptWait(-1),
+		// An export the spool cannot take is answered 503 with
+		// Retry-After: the client retries it, so it is refused, not lost.
+		otlpretry.WithCallerRetry(),
 	}
 	if isSet(fs, "max-bytes") {
 		if *maxBytes <= 0 {

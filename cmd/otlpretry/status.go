@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,10 +14,11 @@ import (
 
 func runStatus(_ context.Context, args []string, e *env) int {
 	fs := newFlagSet("status", "[--dir D] [--json]", `
-Shows what a spool folder holds: exports waiting and being sent, their
-bytes and the age of the oldest, by endpoint and signal, and what is in
-quarantine. It only reads the folder (file names, and each record's header,
-never a body), so it is safe while a relay or an application uses it.`, e)
+Shows what a spool folder holds: exports waiting, held by a running
+process (with its PID), or left by a process that is gone, their bytes and
+the age of the oldest, by endpoint and signal, and what is in quarantine.
+It only reads the folder (file names, and each record's header, never a
+body), so it is safe while a relay or an application uses it.`, e)
 	dir := fs.String("dir", "", "spool folder (env OTLPRETRY_DIR; default "+defaultDir()+")")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if code, done := parseFlags(fs, args, e); done {
@@ -47,10 +49,26 @@ func formatStatus(r *spoolinfo.Report) string {
 		fmt.Fprintf(tw, "  %s\t%d\texports\t%s\toldest %s\n", name, g.Records, humanBytes(g.Bytes), age(g))
 	}
 	row("waiting", r.Waiting)
-	row("held by a process", r.Held)
+	row("held by a running process", r.Held)
+	row("left by a process that is gone", r.Orphaned)
 	row("total", r.Total)
 	fmt.Fprintf(tw, "  quarantined\t%d\texports\t%s\t\n", r.Quarantined.Records, humanBytes(r.Quarantined.Bytes))
 	tw.Flush()
+	if len(r.Processes) > 0 {
+		b.WriteString("\nProcesses:\n")
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, p := range r.Processes {
+			state := "running"
+			if !p.Alive {
+				state = "gone"
+			}
+			fmt.Fprintf(tw, "  pid %s\t%s\t%d\texports\t%s\n", pid(p.PID), state, p.Records, humanBytes(p.Bytes))
+		}
+		tw.Flush()
+	}
+	if r.Orphaned.Records > 0 {
+		fmt.Fprintf(&b, "\n%d export(s) of a process that is gone are delivered by the next process that opens this folder.\n", r.Orphaned.Records)
+	}
 	if r.Attempted > 0 {
 		fmt.Fprintf(&b, "\n%d export(s) have failed at least one delivery attempt.\n", r.Attempted)
 	}
@@ -70,6 +88,13 @@ func formatStatus(r *spoolinfo.Report) string {
 		fmt.Fprintf(&b, "\nQuarantined exports and the reasons are in %s/quarantine (each reason in a .why file).\n", r.Dir)
 	}
 	return b.String()
+}
+
+func pid(n int) string {
+	if n == 0 {
+		return "?"
+	}
+	return strconv.Itoa(n)
 }
 
 func orNone(s string) string {

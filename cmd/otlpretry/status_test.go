@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/spoolinfo"
 	"github.com/otlpretry/otlpretry/internal/otlptest"
@@ -96,8 +100,10 @@ func TestStatus(t *testing.T) {
 		t.Errorf("total %d records, %d bytes; the spool says %d, %d", rep.Total.Records, rep.Total.Bytes, want.Records, want.Bytes)
 	}
 	// Everything this live process wrote is in its own folder.
-	if rep.Waiting.Records != 0 || rep.Held.Records != 6 || rep.Processes != 1 {
-		t.Errorf("waiting %d, held %d, processes %d; want 0, 6, 1", rep.Waiting.Records, rep.Held.Records, rep.Processes)
+	if rep.Waiting.Records != 0 || rep.Held.Records != 6 || rep.Orphaned.Records != 0 || len(rep.Processes) != 1 {
+		t.Errorf("waiting %d, held %d, orphaned %d, processes %+v; want 0, 6, 0, 1", rep.Waiting.Records, rep.Held.Records, rep.Orphaned.Records, rep.Processes)
+	} else if p := rep.Processes[0]; p.PID != os.Getpid() || !p.Alive || p.Records != 6 {
+		t.Errorf("process %+v; want pid %d, alive, 6 exports", p, os.Getpid())
 	}
 	if rep.Quarantined.Records != 1 || rep.Quarantined.Bytes != want.QuarantineBytes {
 		t.Errorf("quarantined %+v, want 1 record of %d bytes", rep.Quarantined, want.QuarantineBytes)
@@ -126,7 +132,7 @@ func TestStatus(t *testing.T) {
 	if text.code != 0 {
 		t.Fatalf("status: exit %d: %s", text.code, text.stderr)
 	}
-	for _, s := range []string{"waiting", "held by a process", "quarantined", "http://a.example:4318/v1/traces", "metrics", "ENDPOINT"} {
+	for _, s := range []string{"waiting", "held by a running process", fmt.Sprintf("pid %d  running  6", os.Getpid()), "quarantined", "http://a.example:4318/v1/traces", "metrics", "ENDPOINT"} {
 		if !strings.Contains(text.stdout, s) {
 			t.Errorf("status output lacks %q:\n%s", s, text.stdout)
 		}
@@ -145,5 +151,96 @@ func TestStatusNotASpool(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("status created %s", dir)
+	}
+}
+
+// TestStatusTellsRunningFromGone: exports stored by a running relay are
+// shown held by it, with its PID; once it is killed with SIGKILL, status
+// says it is gone and that its exports wait for the next process that
+// opens the folder, which delivers them.
+func TestStatusTellsRunningFromGone(t *testing.T) {
+	t.Parallel()
+	col := otlptest.StartCollector(t)
+	col.Stop() // the upstream is down: every export is stored
+	dir := t.TempDir()
+	env := cleanEnv(t)
+	r := startRelay(t, env, "--endpoint", col.URL(), "--dir", dir, "--sync", "process")
+	for i := range 3 {
+		body, _ := otlptest.TraceBody(2)
+		if resp, _ := post(t, r.url("/v1/traces"), body, nil); resp.StatusCode != http.StatusOK || resp.Header.Get("Otlpretry-Spooled") != "1" {
+			t.Fatalf("export %d: %d, spooled %q; want 200 stored", i, resp.StatusCode, resp.Header.Get("Otlpretry-Spooled"))
+		}
+	}
+	pid := r.Cmd.Process.Pid
+
+	status := func() spoolinfo.Report {
+		t.Helper()
+		res := runCmd(t, env, "status", "--dir", dir, "--json")
+		if res.code != 0 {
+			t.Fatalf("status --json: exit %d: %s", res.code, res.stderr)
+		}
+		var rep spoolinfo.Report
+		if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+			t.Fatalf("%v: %s", err, res.stdout)
+		}
+		return rep
+	}
+	rep := status()
+	if rep.Held.Records != 3 || rep.Orphaned.Records != 0 || rep.Waiting.Records != 0 ||
+		len(rep.Processes) != 1 || rep.Processes[0].PID != pid || !rep.Processes[0].Alive || rep.Processes[0].Records != 3 {
+		t.Fatalf("while the relay runs: held %d, orphaned %d, waiting %d, processes %+v; want 3 held by pid %d, running",
+			rep.Held.Records, rep.Orphaned.Records, rep.Waiting.Records, rep.Processes, pid)
+	}
+	text := runCmd(t, env, "status", "--dir", dir)
+	if want := fmt.Sprintf("pid %d  running  3", pid); !strings.Contains(text.stdout, want) || strings.Contains(text.stdout, fmt.Sprintf("pid %d  gone", pid)) {
+		t.Errorf("status while the relay runs lacks %q or says gone:\n%s", want, text.stdout)
+	}
+	// Asking did not disturb the running relay: it still stores.
+	body, _ := otlptest.TraceBody(2)
+	if resp, _ := post(t, r.url("/v1/traces"), body, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("export after status: %d", resp.StatusCode)
+	}
+
+	if code := r.signal(syscall.SIGKILL, 10*time.Second); code != -1 {
+		t.Fatalf("exit code %d, want death by SIGKILL", code)
+	}
+	rep = status()
+	if rep.Held.Records != 0 || rep.Orphaned.Records != 4 || rep.Total.Records != 4 ||
+		len(rep.Processes) != 1 || rep.Processes[0].PID != pid || rep.Processes[0].Alive || rep.Processes[0].Records != 4 {
+		t.Fatalf("after SIGKILL: held %d, orphaned %d, total %d, processes %+v; want 4 orphaned by pid %d, gone",
+			rep.Held.Records, rep.Orphaned.Records, rep.Total.Records, rep.Processes, pid)
+	}
+	text = runCmd(t, env, "status", "--dir", dir)
+	for _, want := range []string{
+		fmt.Sprintf("pid %d  gone", pid),
+		"4 export(s) of a process that is gone are delivered by the next process that opens this folder",
+	} {
+		if !strings.Contains(text.stdout, want) {
+			t.Errorf("status after SIGKILL lacks %q:\n%s", want, text.stdout)
+		}
+	}
+
+	// The next process to open the folder takes them over.
+	if err := col.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r2 := startRelay(t, env, "--endpoint", col.URL(), "--dir", dir, "--sync", "process")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := col.WaitSpans(ctx, 8); err != nil {
+		t.Fatal(err)
+	}
+	// Settled by the relay, not only received by the collector.
+	for st := relayStatus(t, r2); st.Backlog.Records != 0 || st.Delivered.FromSpool != 4; st = relayStatus(t, r2) {
+		if ctx.Err() != nil {
+			t.Fatalf("the next relay did not settle the 4 exports: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := r2.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if rep := status(); rep.Total.Records != 0 || len(rep.Processes) != 0 {
+		t.Errorf("after the next relay delivered them: %+v", rep)
 	}
 }

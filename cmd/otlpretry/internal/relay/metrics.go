@@ -13,7 +13,7 @@ import (
 type statsCollector struct {
 	stats                        func() otlpretry.Stats
 	records, bytes, oldest, open *prometheus.Desc
-	exports, dropped             *prometheus.Desc
+	exports, dropped, refused    *prometheus.Desc
 }
 
 func newStatsCollector(stats func() otlpretry.Stats) *statsCollector {
@@ -25,11 +25,12 @@ func newStatsCollector(stats func() otlpretry.Stats) *statsCollector {
 		open:    prometheus.NewDesc("otlpretry_circuit_open", "1 while new exports go straight to the spool.", nil, nil),
 		exports: prometheus.NewDesc("otlpretry_exports_total", "Exports by outcome (retried counts failed attempts).", []string{"outcome"}, nil),
 		dropped: prometheus.NewDesc("otlpretry_exports_dropped_total", "Exports lost, by reason.", []string{"reason"}, nil),
+		refused: prometheus.NewDesc("otlpretry_exports_refused_total", "Exports neither delivered nor stored, answered 503 for the client to retry, by reason.", []string{"reason"}, nil),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.records, c.bytes, c.oldest, c.open, c.exports, c.dropped} {
+	for _, d := range []*prometheus.Desc{c.records, c.bytes, c.oldest, c.open, c.exports, c.dropped, c.refused} {
 		ch <- d
 	}
 }
@@ -56,15 +57,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(c.exports, prometheus.CounterValue, float64(o.v), o.name)
 	}
-	d := st.Dropped
-	for _, o := range []struct {
-		name string
-		v    uint64
-	}{
-		{"full", d.Full}, {"evicted", d.Evicted}, {"disk", d.Disk}, {"expired", d.Expired},
-		{"corrupt", d.Corrupt}, {"too_large", d.TooLarge}, {"closed", d.Closed},
-		{"quarantine_evicted", d.QuarantineEvicted},
-	} {
-		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(o.v), o.name)
+	for _, r := range otlpretry.DropReasons(st.Dropped) {
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(r.N), r.Name)
+	}
+	for _, r := range otlpretry.RefusalReasons(st.Refused) {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(r.N), r.Name)
 	}
 }

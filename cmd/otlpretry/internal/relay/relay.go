@@ -49,7 +49,11 @@ type Config struct {
 	// Upstream is the base endpoint, shown by /status; nil when there is
 	// none.
 	Upstream *url.URL
-	// Transport carries the forwarded requests: an *otlpretry.Transport.
+	// Transport carries the forwarded requests: an *otlpretry.Transport
+	// made with otlpretry.WithCallerRetry, since an export it returns an
+	// error for is answered 503 with Retry-After, which the client
+	// retries: it counts such an export as refused, not dropped, and
+	// logs it.
 	Transport http.RoundTripper
 	// Stats reads the transport's counters for /status and /metrics.
 	Stats func() otlpretry.Stats
@@ -256,8 +260,10 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 	resp, err := r.cfg.Transport.RoundTrip(out)
 	if err != nil {
 		// Neither delivered nor stored (spool full, disk error, shutting
-		// down): the client's exporter may retry it later.
-		r.cfg.Logger.Warn("otlpretry relay: export neither delivered nor stored; the client was told to retry",
+		// down): the client keeps the export and retries it. The
+		// transport counts it as refused and logs it, at most once per
+		// log interval.
+		r.cfg.Logger.Debug("otlpretry relay: export neither delivered nor stored; the client was told to retry",
 			"signal", signal.String(), "err", err)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "the relay can neither deliver nor store this export now; retry later", http.StatusServiceUnavailable)

@@ -23,12 +23,28 @@ type Status struct {
 	Delivered Delivered `json:"delivered"`
 	Spooled   uint64    `json:"spooled"`
 	Retried   uint64    `json:"retried"`
-	// Rejected exports got a definite refusal and were answered to the
-	// client as they came; Quarantined ones were refused when sent from the
-	// spool.
-	Rejected    uint64  `json:"rejected"`
-	Quarantined uint64  `json:"quarantined"`
-	Dropped     Dropped `json:"dropped"`
+	// Rejected exports got a definite refusal while the client waited and
+	// were answered to it as they came. Quarantined ones had been answered
+	// 200 (stored) and were refused later; they are in the spool's
+	// quarantine folder until its bound evicts them
+	// (Dropped.QuarantineEvicted).
+	Rejected    uint64 `json:"rejected"`
+	Quarantined uint64 `json:"quarantined"`
+	// Refused exports could be neither delivered nor stored and were
+	// answered 503 with Retry-After: the client keeps and retries them, so
+	// they are not dropped.
+	Refused Refused `json:"refused"`
+	Dropped Dropped `json:"dropped"`
+}
+
+// Refused counts the exports answered 503 for the client to retry, by
+// why they could not be stored; see otlpretry.Stats.Refused.
+type Refused struct {
+	Full     uint64 `json:"full"`
+	Disk     uint64 `json:"disk"`
+	TooLarge uint64 `json:"too_large"`
+	Closed   uint64 `json:"closed"`
+	Total    uint64 `json:"total"`
 }
 
 // Backlog is what waits in the spool.
@@ -66,7 +82,7 @@ func NewStatus(st otlpretry.Stats) Status {
 	if st.CircuitOpen {
 		circuit = "open"
 	}
-	d := st.Dropped
+	d, rf := st.Dropped, st.Refused
 	return Status{
 		Circuit: circuit,
 		Backlog: Backlog{Records: st.Records, Bytes: st.Bytes, OldestAgeSeconds: st.OldestAge.Seconds()},
@@ -77,6 +93,10 @@ func NewStatus(st otlpretry.Stats) Status {
 		Retried:     st.Retried,
 		Rejected:    st.Rejected,
 		Quarantined: st.Quarantined,
+		Refused: Refused{
+			Full: rf.Full, Disk: rf.Disk, TooLarge: rf.TooLarge, Closed: rf.Closed,
+			Total: rf.Full + rf.Disk + rf.TooLarge + rf.Closed,
+		},
 		Dropped: Dropped{
 			Full: d.Full, Evicted: d.Evicted, Disk: d.Disk, Expired: d.Expired,
 			Corrupt: d.Corrupt, TooLarge: d.TooLarge, Closed: d.Closed,

@@ -1,9 +1,11 @@
 // Package spoolinfo reports what a spool folder holds without opening it as
-// a spool: it takes no lock and creates, moves or deletes nothing, so it is
-// safe while a relay or an application uses the folder. It walks the
-// segments with spool.Walk, which reads of each record only the header and
-// the meta block (URL, content type, encoding, signal), verifying the meta
-// checksum; bodies are never read.
+// a spool: it creates, moves or deletes nothing, so it is safe while a relay
+// or an application uses the folder. It walks the segments with spool.Walk,
+// which reads of each record only the header and the meta block (URL,
+// content type, encoding, signal), verifying the meta checksum; bodies are
+// never read. It tells a running process from one that is gone by trying
+// the process's lock without waiting (spool.Owners), which never disturbs
+// a running one.
 package spoolinfo
 
 import (
@@ -55,17 +57,34 @@ type Quarantine struct {
 	Bytes   int64 `json:"bytes"` // .why files included
 }
 
+// Process is a process that has or had the spool open, with what its own
+// folder holds.
+type Process struct {
+	// Owner is the name of its folder under owners/.
+	Owner string `json:"owner"`
+	// PID is its process ID (in its PID namespace); 0 if unknown.
+	PID int `json:"pid"`
+	// Alive is true while it runs with the spool open. A process that is
+	// gone (killed, or stopped without handing its exports back) left
+	// them to the next process that opens the folder, which delivers
+	// them.
+	Alive bool `json:"alive"`
+	Group
+}
+
 // Report is what a spool folder holds.
 type Report struct {
 	Dir string `json:"dir"`
-	// Total is Waiting and Held together.
+	// Total is Waiting, Held and Orphaned together.
 	Total Group `json:"total"`
 	// Waiting records are in pending/, in line to be sent by any process.
 	Waiting Group `json:"waiting"`
-	// Held records are in a process's own folder: written or being sent
-	// by a running process, or left by one that stopped, to be taken back
-	// by the next to open the folder.
+	// Held records are in the own folder of a running process, which
+	// writes or sends them.
 	Held Group `json:"held"`
+	// Orphaned records are in the folder of a process that is gone: the
+	// next process that opens the folder delivers them.
+	Orphaned Group `json:"orphaned"`
 	// Attempted counts the records that have had at least one failed
 	// delivery attempt.
 	Attempted   int        `json:"attempted"`
@@ -75,15 +94,14 @@ type Report struct {
 	// that are not segments; the spool quarantines them when it gets to
 	// them.
 	Unreadable int `json:"unreadable"`
-	// Processes counts the owner folders: processes using the spool now,
-	// or that stopped without closing it.
-	Processes int `json:"processes"`
+	// Processes are the owner folders, by process: running ones and ones
+	// that are gone, ordered by owner name.
+	Processes []Process `json:"processes"`
 }
 
 // Layout, as in spool/spool.go.
 const (
 	pendingDir    = "pending"
-	ownersDir     = "owners"
 	quarantineDir = "quarantine"
 	whyExt        = ".why"
 )
@@ -100,8 +118,9 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 		}
 		return nil, err
 	}
-	r := &Report{Dir: dir, Endpoints: []Endpoint{}}
+	r := &Report{Dir: dir, Endpoints: []Endpoint{}, Processes: []Process{}}
 	byKey := map[[2]string]*Endpoint{}
+	byOwner := map[string]*Process{}
 	seen := map[spool.ID]bool{} // in case a segment moves during the walk
 	err = spool.Walk(dir, func(sr spool.StoredRecord, err error) error {
 		if err != nil {
@@ -112,11 +131,20 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 			return nil
 		}
 		seen[sr.Record.ID] = true
+		created := sr.Record.Created
 		g := &r.Waiting
 		if sr.Owner != "" {
-			g = &r.Held
+			g = &r.Orphaned
+			if sr.OwnerAlive {
+				g = &r.Held
+			}
+			p := byOwner[sr.Owner]
+			if p == nil {
+				p = &Process{Owner: sr.Owner, Alive: sr.OwnerAlive}
+				byOwner[sr.Owner] = p
+			}
+			p.add(created, sr.Size)
 		}
-		created := sr.Record.Created
 		g.add(created, sr.Size)
 		r.Total.add(created, sr.Size)
 		if sr.Attempts > 0 {
@@ -141,18 +169,24 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 			}
 		}
 	}
-	owners, err := readDirNames(filepath.Join(dir, ownersDir))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// Every owner folder is listed, holding records or not; the walk's
+	// view of each owner's state is kept where it found records, so that
+	// a record's group and its process agree.
+	owners, err := spool.Owners(dir)
+	if err != nil {
 		return nil, err
 	}
 	for _, o := range owners {
-		if strings.HasSuffix(o, ".lock") || strings.HasPrefix(o, ".") {
-			continue
+		if byOwner[o.Name] == nil {
+			byOwner[o.Name] = &Process{Owner: o.Name, Alive: o.Alive}
 		}
-		if fi, err := os.Stat(filepath.Join(dir, ownersDir, o)); err == nil && fi.IsDir() {
-			r.Processes++
-		}
+		byOwner[o.Name].PID = o.PID
 	}
+	for _, p := range byOwner {
+		p.finish(now)
+		r.Processes = append(r.Processes, *p)
+	}
+	sort.Slice(r.Processes, func(i, j int) bool { return r.Processes[i].Owner < r.Processes[j].Owner })
 	if q, err := readDirNames(filepath.Join(dir, quarantineDir)); err == nil {
 		for _, name := range q {
 			fi, err := os.Lstat(filepath.Join(dir, quarantineDir, name))
@@ -180,6 +214,7 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 	r.Total.finish(now)
 	r.Waiting.finish(now)
 	r.Held.finish(now)
+	r.Orphaned.finish(now)
 	return r, nil
 }
 

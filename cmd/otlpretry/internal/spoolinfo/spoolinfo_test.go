@@ -60,9 +60,12 @@ func TestInspectMatchesSpool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Held.Records != 0 || rep.Waiting.Records != 2 || rep.Unreadable != 2 || rep.Processes != 1 || rep.Attempted != 0 {
-		t.Errorf("held %d, waiting %d, unreadable %d, processes %d, attempted %d; want 0, 2, 2, 1, 0",
+	if rep.Held.Records != 0 || rep.Waiting.Records != 2 || rep.Unreadable != 2 || len(rep.Processes) != 1 || rep.Attempted != 0 {
+		t.Errorf("held %d, waiting %d, unreadable %d, processes %+v, attempted %d; want 0, 2, 2, 1, 0",
 			rep.Held.Records, rep.Waiting.Records, rep.Unreadable, rep.Processes, rep.Attempted)
+	}
+	if p := rep.Processes[0]; !p.Alive || p.PID != os.Getpid() || p.Records != 0 {
+		t.Errorf("process %+v, want this one (pid %d), alive, holding nothing", p, os.Getpid())
 	}
 	if rep.Total.Records != 2 || rep.Total.Bytes >= st.Bytes {
 		t.Errorf("total %+v; the spool has %d bytes in 3 records, one unreadable", rep.Total, st.Bytes)
@@ -90,8 +93,10 @@ func TestInspectMatchesSpool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Held.Records != 2 || rep.Waiting.Records != 0 || rep.Processes != 1 {
-		t.Errorf("after a claim: held %d, waiting %d, processes %d; want 2, 0, 1", rep.Held.Records, rep.Waiting.Records, rep.Processes)
+	if rep.Held.Records != 2 || rep.Waiting.Records != 0 || rep.Orphaned.Records != 0 || len(rep.Processes) != 1 ||
+		rep.Processes[0].Records != 2 || !rep.Processes[0].Alive {
+		t.Errorf("after a claim: held %d, waiting %d, orphaned %d, processes %+v; want 2, 0, 0, one alive holding 2",
+			rep.Held.Records, rep.Waiting.Records, rep.Orphaned.Records, rep.Processes)
 	}
 }
 
