@@ -292,14 +292,12 @@ func (c *e2eCountingExporter) ExportSpans(ctx context.Context, spans []sdktrace.
 	return err
 }
 
-// e2eTransport is a Transport with every default but the folder and the
-// adopt wait (nothing is adopted from an earlier process here), logging to
-// the test.
+// e2eTransport is a Transport with every default but the folder, logging
+// to the test.
 func e2eTransport(t *testing.T, name string) *otlpretry.Transport {
 	t.Helper()
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(t.TempDir()),
-		otlpretry.WithAdoptWait(-1),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {

@@ -22,8 +22,9 @@ func (t *Transport) registerMetrics() error {
 	oldest, err3 := m.Float64ObservableGauge("otlpretry.spool.oldest_age", metric.WithDescription("Age of the oldest waiting export."), metric.WithUnit("s"))
 	exports, err4 := m.Int64ObservableCounter("otlpretry.exports", metric.WithDescription("Exports by outcome."), metric.WithUnit("{export}"))
 	dropped, err5 := m.Int64ObservableCounter("otlpretry.exports.dropped", metric.WithDescription("Exports lost, by reason."), metric.WithUnit("{export}"))
-	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports go straight to the spool."))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
+	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports to some destination go straight to the spool."))
+	destCircuit, err7 := m.Int64ObservableGauge("otlpretry.destination.circuit.open", metric.WithDescription("1 while new exports to the destination go straight to the spool."))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
 		if err != nil {
 			return err
 		}
@@ -44,6 +45,13 @@ func (t *Transport) registerMetrics() error {
 			open = 1
 		}
 		o.ObserveInt64(circuit, open)
+		for _, d := range st.Destinations {
+			v := int64(0)
+			if d.CircuitOpen {
+				v = 1
+			}
+			o.ObserveInt64(destCircuit, v, metric.WithAttributes(attribute.String("destination", d.URL)))
+		}
 		o.ObserveInt64(exports, int64(st.Direct), outcome("direct"))
 		o.ObserveInt64(exports, int64(st.Spooled), outcome("spooled"))
 		o.ObserveInt64(exports, int64(st.Delivered), outcome("delivered"))
@@ -54,7 +62,7 @@ func (t *Transport) registerMetrics() error {
 			o.ObserveInt64(dropped, int64(r.n), reason(r.name))
 		}
 		return nil
-	}, records, bytes, oldest, exports, dropped, circuit)
+	}, records, bytes, oldest, exports, dropped, circuit, destCircuit)
 	t.metricsReg = reg
 	return err
 }

@@ -139,10 +139,13 @@ documentation). Flags take precedence over the environment.`, e)
 	opts := []otlpretry.Option{
 		otlpretry.WithDir(spoolDir),
 		otlpretry.WithTransport(scope),
+	}
+	for _, d := range dests {
 		// The backlog of an earlier run is sent at once rather than after
-		// waiting for a live request: it gets its destination's headers
-		// from the scope, as live requests do.
-		otlpretry.WithAdoptWait(-1),
+		// a live request to its destination: the scope adds that
+		// destination's headers below the transport, as for live
+		// requests, so the transport itself has none to add.
+		opts = append(opts, otlpretry.WithEndpointHeaders(d.URL.String(), http.Header{}))
 	}
 	if isSet(fs, "max-bytes") {
 		if *maxBytes <= 0 {
