@@ -516,7 +516,7 @@ func (d *delivery) onReport(rep report) {
 	case rep.r.out == retry.Delivered && rep.kind == reportHeldEnded:
 		// The destination takes exports again.
 		if l.state != laneCredentials {
-			l.succeeded()
+			d.recovered(l)
 		}
 	case rep.r.out.Retryable():
 		r := result{lane: l, out: rep.r.out, retryAfter: rep.r.retryAfter, target: rep.target,
@@ -560,7 +560,7 @@ func (d *delivery) onResult(r result) {
 			l.drained++
 		}
 		if r.epoch == l.epoch && l.state != laneCredentials {
-			l.succeeded()
+			d.recovered(l)
 		}
 	case r.out.Retryable() && (l.state == laneWaiting || r.epoch != l.epoch):
 		// This failure was already answered by a wait.
@@ -571,12 +571,21 @@ func (d *delivery) onResult(r result) {
 	}
 }
 
+// recovered: l's destination took (or definitely refused) an export.
+func (d *delivery) recovered(l *lane) {
+	if l.state != laneHealthy && !l.forCredentials {
+		d.cfg.logger.Info("otlpretry: a destination answers again", "destination", l.dest.String(), "after", l.cause)
+	}
+	l.succeeded()
+}
+
 // startWait answers a failure of l's current epoch, a send's or the
 // direct path's: the circuit opens (unless the failure was a refusal of
 // credentials) and the lane waits for the server's Retry-After, else the
 // backoff, probing meanwhile where that helps.
 func (d *delivery) startWait(l *lane, r result) {
 	cfg := d.cfg
+	first := l.state == laneHealthy || l.state == laneCredentials
 	l.epoch++
 	wait := l.waitFor(cfg, r)
 	l.stopTimers()
@@ -598,6 +607,11 @@ func (d *delivery) startWait(l *lane, r result) {
 		l.probeInterval = every
 	}
 	l.publish()
+	if first && !r.credentials {
+		// Once an outage: the waits after it are the backoff's.
+		cfg.logger.Warn("otlpretry: a destination is failing; exports to it are stored and sent when it answers again, other destinations are not held back",
+			"destination", l.dest.String(), "cause", l.cause, "wait", wait)
+	}
 	if r.credentials {
 		l.view.wantsLive.Store(true)
 		if _, ok := d.live.lookup(l.dest); ok {

@@ -268,13 +268,11 @@ func TestLeftOversWaitForTheirOwnCredentials(t *testing.T) {
 // the published snapshot, without locks, whatever the number of lanes.
 func BenchmarkCircuitLookup(b *testing.B) {
 	c := newCircuits()
-	var dests []destination
 	for i := range 64 {
 		d := destination{scheme: "https", host: fmt.Sprintf("collector-%d:4318", i), path: "/v1/traces"}
 		v := &laneView{dest: d}
 		v.open.Store(i%2 == 0)
 		c.add(v)
-		dests = append(dests, d)
 	}
 	d := &delivery{circuits: c}
 	u, _ := url.Parse("https://collector-7:4318/v1/traces")
