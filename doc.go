@@ -24,51 +24,65 @@
 //     quarantine it (refused) or leave it to the sender (failed). At
 //     2,000 spans/s the SDK's default queue of 2,048 spans fills in about
 //     a second, so a longer hold would drop spans before they reach us.
-//  4. While the endpoint is failing (the circuit is open) new exports skip
-//     steps 1 and 2 and go straight to the spool, in milliseconds, however
-//     the endpoint fails. As soon as the background sender gets through,
-//     exports go direct again.
-//  5. A background goroutine sends the spool, oldest first, 4 at a time,
-//     with no pause between successes. After a failure it backs off: 1 s,
-//     doubling, never more than 128 s, each wait shortened by up to half at
-//     random; a Retry-After (seconds or HTTP date, at most 10 min) is obeyed
-//     instead. When the endpoint gave no answer at all (refused or
-//     blackholed connections) it probes it every 100 ms with an empty
-//     export (one probe at a time; a refused one costs the endpoint
-//     nothing; a name that does not resolve is probed once a second), so
-//     that delivery resumes within a fraction of a second of its return
-//     whatever the backoff has grown to. A busy server (408, 429, 5xx with
-//     no Retry-After) is probed only every 10 s during longer waits, and
-//     only its acceptance ends the wait. An export that gets a definite
-//     refusal is moved to the spool's quarantine folder and logged.
-//  6. Logs go to a *slog.Logger: a warning "Currently retrying N failed
-//     export(s) (B bytes)" at most once a minute while exports are spooled,
-//     its reason naming the cause (connection refused, name not found, TLS
-//     handshake failed and why, timeout, connection reset, or the HTTP
-//     status);
-//     an error containing "dropping an export" when the spool is full, at
-//     most once a minute, with the number dropped; an info message when a
+//  4. While the export's destination is failing (its circuit is open) new
+//     exports to it skip steps 1 and 2 and go straight to the spool, in
+//     milliseconds, however it fails. As soon as the background sender
+//     gets through to it, exports to it go direct again. A destination is
+//     a scheme, host and path (each signal's endpoint is its own): each
+//     has its own circuit, so exports to a healthy destination go direct
+//     while another is down.
+//  5. A background goroutine sends the spool, oldest first for each
+//     destination, 4 at a time in all: a destination that is the only one
+//     with work gets all 4, healthy ones with work share them, and a
+//     failing one takes none of them, so it never delays another. After a
+//     failure a destination backs off on its own: 1 s, doubling, never
+//     more than 128 s, each wait shortened by up to half at random; a
+//     Retry-After (seconds or HTTP date, at most 10 min) is obeyed
+//     instead, for that destination only. Then one export tests it before
+//     the rest follow. When it gave no answer at all (refused or
+//     blackholed connections) it is probed every 100 ms with an empty
+//     export (one probe at a time; a refused one costs it nothing; a name
+//     that does not resolve is probed once a second), so that delivery
+//     resumes within a fraction of a second of its return whatever the
+//     backoff has grown to. A busy server (408, 429, 5xx with no
+//     Retry-After) is probed only every 10 s during longer waits, and only
+//     its acceptance ends the wait. A failure on the direct path (steps 1
+//     to 3) sets the destination's wait as the sender's own do, before the
+//     export reaches the spool. An export that gets a definite refusal is
+//     moved to the spool's quarantine folder and logged.
+//  6. Logs go to a *slog.Logger, each line about a destination naming it
+//     (its URL without user information or query string): a warning
+//     "Currently retrying N failed export(s) (B bytes)" at most once a
+//     minute while exports are spooled, its reason naming the cause
+//     (connection refused, name not found, TLS handshake failed and why,
+//     timeout, connection reset, or the HTTP status); an error containing
+//     "dropping an export" when the spool is full, at most once a minute,
+//     with the number dropped; an info message when a destination's
 //     backlog has been delivered. Each kind has its own limit.
 //
-// ForceFlush delivers the spool within its context; immediate retries
-// waiting out their delay go at once rather than hold it. Shutdown stops the
-// sender and leaves what is undelivered on disk, where the next process
-// using the same folder finds and sends it, as it does for a process that
-// crashed or was killed.
+// ForceFlush delivers the spool within its context, cutting every
+// destination's wait short; immediate retries waiting out their delay go
+// at once rather than hold it. Its error says what is left and, by
+// destination, why (backing off and the cause, or waiting for
+// credentials). Shutdown stops the sender and leaves what is undelivered
+// on disk, where the next process using the same folder finds and sends
+// it, as it does for a process that crashed or was killed.
 //
 // # Credentials
 //
 // Nothing secret is written to disk: the transport stores no request
 // header at all, and URLs lose their user information and query string.
 // A spooled export is sent with the URL and headers of this process's
-// latest live request to its own destination (scheme, host and path), else
+// latest live request to its own destination (scheme, host and path), or
 // with the headers WithEndpointHeaders configured for that destination,
-// else with none; headers of one destination never go to another. Exports
-// left by an earlier process wait up to 60 s (WithAdoptWait) for a live
-// request. A spooled export sent without a live request's credentials and
-// refused with 401 or 403 is not quarantined: it waits, as for a busy
-// server, until a live request brings them, and live exports are not held
-// back meanwhile.
+// and never with neither: without them, it waits in the spool ("waiting for
+// credentials" in Stats) until a live request to its destination brings
+// its headers, and is sent at once then; it expires at the maximum age
+// when one is set. Empty headers configured for a destination say that it
+// needs none. Headers of one destination never go to another. A spooled
+// export sent without a live request's credentials and refused with 401
+// or 403 is not quarantined: it waits, as for a busy server, until a live
+// request brings them, and live exports are not held back meanwhile.
 //
 // # Configuration
 //
@@ -95,7 +109,6 @@
 //	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval off: no probes)
 //	WithBusyProbe             OTLPRETRY_BUSY_PROBE_INTERVAL     10s (off: no probes of busy servers)
 //	WithLogInterval           OTLPRETRY_LOG_INTERVAL            1m (off: log every message)
-//	WithAdoptWait             OTLPRETRY_ADOPT_WAIT              1m (off: no wait)
 //	WithAttemptTimeout        OTEL_EXPORTER_OTLP_TIMEOUT        10000 (ms), per signal
 //	                          OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_TIMEOUT
 //
@@ -106,11 +119,16 @@
 //
 // # Observability
 //
-// Stats returns counts and the backlog; WithMeterProvider publishes the
-// same as OTel metrics (otlpretry.spool.records, otlpretry.spool.bytes,
+// Stats returns counts and the backlog, and for each destination its
+// state (healthy, waiting, waiting for credentials), whether its circuit
+// is open, the cause of its last failure and when it is next tried;
+// WithMeterProvider publishes the same as OTel metrics
+// (otlpretry.spool.records, otlpretry.spool.bytes,
 // otlpretry.spool.oldest_age, otlpretry.exports{outcome},
 // otlpretry.exports.refused{reason}, otlpretry.exports.dropped{reason},
-// otlpretry.circuit.open). Each export is counted once where it ends:
+// otlpretry.circuit.open: 1 while any destination's circuit is open, and
+// otlpretry.destination.circuit.open by destination). Each export is
+// counted once where it ends:
 // outcome direct (delivered by its own attempts), rejected (refused while
 // the exporter waited, returned to it as it came), spooled (answered as
 // stored, then delivered or quarantined by the background sender),
@@ -124,7 +142,4 @@
 // Retry-After), it is refused under the same reasons instead, and logged
 // at WARN. Reasons evicted, expired and corrupt are exports lost from the
 // spool.
-//
-// One Transport serves one destination: the exports of all three signals
-// to one collector share one circuit and one backoff.
 package otlpretry

@@ -45,7 +45,7 @@ func (t *Transport) newExchange(req *http.Request, signal spool.Signal) (*exchan
 		return nil, err
 	}
 	x.req, x.signal = req, signal
-	x.ctx = detachedContext{t.sender.ctx, req.Context()}
+	x.ctx = detachedContext{t.delivery.ctx, req.Context()}
 	return x, nil
 }
 

@@ -6,9 +6,18 @@ import (
 	"fmt"
 )
 
-// ForceFlush delivers the spool before ctx ends, cutting any backoff wait
-// short. It returns nil once nothing is waiting, otherwise an error saying
-// how much is left.
+// ErrNotDelivered is returned by ForceFlush when exports are left that
+// cannot be sent now: their destination waits for credentials.
+var ErrNotDelivered = errors.New("otlpretry: exports wait for credentials")
+
+// ForceFlush delivers the spool before ctx ends, cutting every backoff
+// wait short. It returns nil once nothing is waiting, otherwise an error
+// saying how much is left and, by destination, why: backing off (and the
+// cause of the last failure), or waiting for credentials. It returns as
+// soon as nothing more can be sent: exports waiting for credentials, which
+// only a live request to their destination brings, do not hold it
+// (ErrNotDelivered), nor do failures once their wait has been cut (the
+// context's error).
 func (t *Transport) ForceFlush(ctx context.Context) error {
 	if t.closed.Load() {
 		return errShutdown
@@ -22,19 +31,30 @@ func (t *Transport) ForceFlush(ctx context.Context) error {
 	if err == nil && t.spool.Stats().Records == 0 {
 		return nil
 	}
-	var empty <-chan struct{}
+	var flushed <-chan flushDone
 	if err == nil {
-		empty, err = t.sender.flushed(ctx)
+		flushed, err = t.delivery.flushed(ctx)
 	}
+	var why string
 	if err == nil {
 		select {
-		case <-empty:
-			return nil
+		case f := <-flushed:
+			if t.spool.Stats().Records == 0 {
+				return nil
+			}
+			why = leftError(f.left)
+			err = ErrNotDelivered
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 	}
+	if why == "" {
+		why = leftError(t.Stats().waiting())
+	}
 	st := t.spool.Stats()
+	if why != "" {
+		return fmt.Errorf("otlpretry: %d export(s) (%d bytes) not delivered yet (%s): %w", st.Records, st.Bytes, why, err)
+	}
 	return fmt.Errorf("otlpretry: %d export(s) (%d bytes) not delivered yet: %w", st.Records, st.Bytes, err)
 }
 
@@ -46,7 +66,7 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 	var err error
 	t.shutdownOnce.Do(func() {
 		t.closed.Store(true)
-		stopErr := t.sender.stop(ctx)
+		stopErr := t.delivery.stop(ctx)
 		t.workers.close()
 		// Detached attempts were cancelled with the sender; wait for them
 		// to settle their records before the spool closes.

@@ -22,9 +22,10 @@ func (t *Transport) registerMetrics() error {
 	oldest, err3 := m.Float64ObservableGauge("otlpretry.spool.oldest_age", metric.WithDescription("Age of the oldest waiting export."), metric.WithUnit("s"))
 	exports, err4 := m.Int64ObservableCounter("otlpretry.exports", metric.WithDescription("Exports by outcome."), metric.WithUnit("{export}"))
 	dropped, err5 := m.Int64ObservableCounter("otlpretry.exports.dropped", metric.WithDescription("Exports lost, by reason."), metric.WithUnit("{export}"))
-	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports go straight to the spool."))
+	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports to some destination go straight to the spool."))
 	refused, err7 := m.Int64ObservableCounter("otlpretry.exports.refused", metric.WithDescription("Exports not stored, returned as an error for the caller to retry, by reason."), metric.WithUnit("{export}"))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
+	destCircuit, err8 := m.Int64ObservableGauge("otlpretry.destination.circuit.open", metric.WithDescription("1 while new exports to the destination go straight to the spool."))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7, err8} {
 		if err != nil {
 			return err
 		}
@@ -45,6 +46,13 @@ func (t *Transport) registerMetrics() error {
 			open = 1
 		}
 		o.ObserveInt64(circuit, open)
+		for _, d := range st.Destinations {
+			v := int64(0)
+			if d.CircuitOpen {
+				v = 1
+			}
+			o.ObserveInt64(destCircuit, v, metric.WithAttributes(attribute.String("destination", d.URL)))
+		}
 		o.ObserveInt64(exports, int64(st.Direct), outcome("direct"))
 		o.ObserveInt64(exports, int64(st.Spooled), outcome("spooled"))
 		o.ObserveInt64(exports, int64(st.Delivered), outcome("delivered"))
@@ -58,7 +66,7 @@ func (t *Transport) registerMetrics() error {
 			o.ObserveInt64(refused, int64(r.N), reason(r.Name))
 		}
 		return nil
-	}, records, bytes, oldest, exports, dropped, circuit, refused)
+	}, records, bytes, oldest, exports, dropped, circuit, refused, destCircuit)
 	t.metricsReg = reg
 	return err
 }

@@ -25,8 +25,7 @@ import (
 // One rule holds for every numeric setting, Option and variable alike:
 // zero (or not setting it) keeps the default, and a negative value turns
 // off what can be off (the hold bound, the immediate retry, the slow-attempt
-// skip, probes, busy probes, the maximum age, the log rate limit and the
-// adopt wait). A negative value for a setting that cannot be off (sizes,
+// skip, probes, busy probes, the maximum age, and the log rate limit). A negative value for a setting that cannot be off (sizes,
 // counts, timeouts, backoff) is an error from New. A variable whose value
 // cannot be read is logged and ignored, as the OTel SDK treats its own.
 const (
@@ -43,7 +42,6 @@ const (
 	DefaultBusyProbeInterval   = 10 * time.Second       // OTLPRETRY_BUSY_PROBE_INTERVAL
 	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
 	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
-	DefaultAdoptWait           = time.Minute            // OTLPRETRY_ADOPT_WAIT
 	DefaultMaxBytes            = spool.DefaultMaxBytes  // OTLPRETRY_MAX_BYTES
 )
 
@@ -55,8 +53,7 @@ const (
 //   - slowAttempt 0: an attempt is never too slow for the immediate retry;
 //   - probeInterval, busyProbeInterval 0: no such probes;
 //   - maxAge 0: exports never expire;
-//   - logInterval 0: every message is logged;
-//   - adoptWait 0: left-over exports are sent without waiting.
+//   - logInterval 0: every message is logged.
 type config struct {
 	next                http.RoundTripper
 	ownNext             bool // next was made here, so Shutdown may close its idle connections
@@ -77,7 +74,6 @@ type config struct {
 	probeTimeout        time.Duration
 	busyProbeInterval   time.Duration
 	logInterval         time.Duration
-	adoptWait           time.Duration
 	callerRetry         bool // RoundTrip's errors are retried by its caller (WithCallerRetry)
 	attemptTimeout      map[spool.Signal]time.Duration
 	headers             []destinationHeaders
@@ -94,6 +90,7 @@ type config struct {
 // senderEvent reports a decision of the background sender to tests.
 type senderEvent struct {
 	kind      string // "wait", "probe", "idle"
+	dest      destination
 	wait      time.Duration
 	out       retry.Outcome
 	reachable bool
@@ -233,16 +230,19 @@ func WithAttemptTimeout(d time.Duration) Option {
 }
 
 // WithEndpointHeaders sets the headers (typically credentials) that
-// spooled exports to one destination are sent with when this process has
+// stored exports to one destination are sent with when this process has
 // made no live request to it, typically exports a previous process left.
 // endpoint is the destination's URL: "https://collector:4318/v1/traces"
 // for one signal's endpoint, or a base such as "https://collector:4318",
 // which covers every path under it; the longest match wins. The headers
 // are never sent anywhere else, and are kept in memory only. Give it once
 // per destination, as the OTel SDK's OTEL_EXPORTER_OTLP_{SIGNAL}_HEADERS
-// give each signal's endpoint its own. Default none: spooled exports are
-// sent with the headers of the latest live request to their own
-// destination only.
+// give each signal's endpoint its own; empty (or nil) headers say that the
+// destination needs none. Default none: stored exports are sent only with
+// the headers of this process's latest live request to their own
+// destination, and those for a destination it has not reached yet wait
+// for one ("waiting for credentials" in Stats), at most the maximum age
+// when one is set (WithMaxAge).
 func WithEndpointHeaders(endpoint string, h http.Header) Option {
 	return optionFunc(func(c *config) {
 		u, err := url.Parse(endpoint)
@@ -281,15 +281,6 @@ func (c *config) headersFor(u *url.URL) (h http.Header, ok bool) {
 		}
 	}
 	return h, ok
-}
-
-// WithAdoptWait sets how long exports left by an earlier process wait for a
-// live request to their endpoint, whose headers (credentials) they are then
-// sent with. Default 60 s, the OTel metric reader's default interval
-// (OTLPRETRY_ADOPT_WAIT); negative: no wait. Exports are sent sooner when
-// WithEndpointHeaders is given.
-func WithAdoptWait(d time.Duration) Option {
-	return optionFunc(func(c *config) { c.adoptWait = d })
 }
 
 // WithCallerRetry tells the Transport that its caller retries an export
@@ -378,7 +369,6 @@ func (c *config) resolve() error {
 	offable(&c.busyProbeInterval, DefaultBusyProbeInterval, 0)
 	offable(&c.maxAge, 0, 0)
 	offable(&c.logInterval, DefaultLogInterval, 0)
-	offable(&c.adoptWait, DefaultAdoptWait, 0)
 	// cannot be off: zero is the default, negative an error.
 	required := func(name string, v *time.Duration, def time.Duration) {
 		switch {
@@ -430,6 +420,12 @@ func (c *config) fromEnv(getenv func(string) string) {
 	}
 	dur := func(name string, dst *time.Duration) {
 		if v := getenv(name); v != "" {
+			// A bare zero or negative number needs no unit: "0" keeps the
+			// default and "-1" turns the setting off, as for Options.
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= 0 {
+				*dst = time.Duration(n)
+				return
+			}
 			d, err := time.ParseDuration(v)
 			if err != nil {
 				warn(name, v, err)
@@ -481,7 +477,6 @@ func (c *config) fromEnv(getenv func(string) string) {
 	dur("OTLPRETRY_PROBE_TIMEOUT", &c.probeTimeout)
 	dur("OTLPRETRY_BUSY_PROBE_INTERVAL", &c.busyProbeInterval)
 	dur("OTLPRETRY_LOG_INTERVAL", &c.logInterval)
-	dur("OTLPRETRY_ADOPT_WAIT", &c.adoptWait)
 
 	// The OTLP exporters' own timeout, in milliseconds, general then per
 	// signal, as the exporters read it.

@@ -118,6 +118,8 @@ func TestBadEnvironmentIsLoggedAndIgnored(t *testing.T) {
 			func(c *config) bool { return c.syncMode == spool.SyncProcess }},
 		{"bad integer", "OTLPRETRY_CONCURRENCY", "many", []Option{WithConcurrency(3)},
 			func(c *config) bool { return c.concurrency == 3 }},
+		{"number without a unit", "OTLPRETRY_MAX_HOLD", "5", nil,
+			func(c *config) bool { return c.maxHold == DefaultMaxHold }},
 		{"bad timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", "10s", nil,
 			func(c *config) bool { return c.attemptTimeout[spool.SignalTraces] == DefaultAttemptTimeout }},
 	} {
@@ -148,7 +150,7 @@ func TestBadEnvironmentIsLoggedAndIgnored(t *testing.T) {
 func TestZeroIsDefaultNegativeIsOff(t *testing.T) {
 	t.Setenv("OTLPRETRY_DIR", t.TempDir())
 	zero, err := newConfig([]Option{WithMaxHold(0), WithImmediateRetryDelay(0), WithProbe(0, 0),
-		WithBusyProbe(0), WithSlowAttempt(0), WithLogInterval(0), WithAdoptWait(0), WithConcurrency(0),
+		WithBusyProbe(0), WithSlowAttempt(0), WithLogInterval(0), WithConcurrency(0),
 		WithMaxBytes(0), WithAttemptTimeout(0), WithBackoff(0, 0)})
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +166,6 @@ func TestZeroIsDefaultNegativeIsOff(t *testing.T) {
 		{"busy probe", zero.busyProbeInterval, DefaultBusyProbeInterval},
 		{"slow attempt", zero.slowAttempt, DefaultSlowAttempt},
 		{"log interval", zero.logInterval, DefaultLogInterval},
-		{"adopt wait", zero.adoptWait, DefaultAdoptWait},
 		{"concurrency", zero.concurrency, DefaultConcurrency},
 		{"max bytes", zero.maxBytes, int64(DefaultMaxBytes)},
 		{"attempt timeout", zero.attemptTimeout[spool.SignalLogs], DefaultAttemptTimeout},
@@ -174,13 +175,17 @@ func TestZeroIsDefaultNegativeIsOff(t *testing.T) {
 			t.Errorf("zero %s: got %v, want the default %v", ch.name, ch.got, ch.want)
 		}
 	}
+	t.Setenv("OTLPRETRY_PROBE_INTERVAL", "-1") // a bare negative number needs no unit
+	if c, err := newConfig(nil); err != nil || c.probeInterval != 0 {
+		t.Errorf("OTLPRETRY_PROBE_INTERVAL=-1: probe interval %v, err %v; want off", c.probeInterval, err)
+	}
 	off, err := newConfig([]Option{WithMaxHold(-1), WithImmediateRetryDelay(-1), WithProbe(-1, 0),
-		WithBusyProbe(-1), WithSlowAttempt(-1), WithLogInterval(-1), WithAdoptWait(-1), WithMaxAge(-1)})
+		WithBusyProbe(-1), WithSlowAttempt(-1), WithLogInterval(-1), WithMaxAge(-1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if off.maxHold != 0 || off.immediateRetryDelay >= 0 || off.probeInterval != 0 || off.busyProbeInterval != 0 ||
-		off.slowAttempt != 0 || off.logInterval != 0 || off.adoptWait != 0 || off.maxAge != 0 {
+		off.slowAttempt != 0 || off.logInterval != 0 || off.maxAge != 0 {
 		t.Errorf("negative must turn off: %+v", off)
 	}
 }

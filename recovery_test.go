@@ -148,7 +148,6 @@ func runRecovery(t *testing.T, kind string, mode otlptest.Mode) recoveryRow {
 	t.Cleanup(func() { logs.dump(t, kind) })
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(t.TempDir()),
-		otlpretry.WithAdoptWait(-1),
 		otlpretry.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 	)
 	if err != nil {

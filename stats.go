@@ -23,9 +23,12 @@ type Stats struct {
 	Records   int
 	Bytes     int64
 	OldestAge time.Duration
-	// CircuitOpen is true while the endpoint fails and new exports go
-	// straight to the spool.
+	// CircuitOpen is true while some destination fails and new exports
+	// to it go straight to the spool.
 	CircuitOpen bool
+	// Destinations is the state of delivery to each destination this
+	// process has sent to or found exports for, sorted by URL.
+	Destinations []DestinationStats
 
 	// Direct exports were delivered by their own attempts: the first, the
 	// immediate retry, or one that outlived the exporter's hold.
@@ -112,17 +115,29 @@ func (t *Transport) Stats() Stats {
 	var refused Drops
 	t.counters.refused.into(&refused)
 	return Stats{
-		Records:     sp.Records,
-		Bytes:       sp.Bytes,
-		OldestAge:   sp.OldestAge(t.cfg.clock.Now()),
-		CircuitOpen: t.circuitOpen.Load(),
-		Direct:      t.counters.direct.Load(),
-		Spooled:     t.counters.spooled.Load(),
-		Delivered:   t.counters.delivered.Load(),
-		Retried:     t.counters.retried.Load(),
-		Rejected:    t.counters.rejected.Load(),
-		Quarantined: t.counters.quarantined.Load(),
-		Refused:     refused,
-		Dropped:     dropped,
+		Records:      sp.Records,
+		Bytes:        sp.Bytes,
+		OldestAge:    sp.OldestAge(t.cfg.clock.Now()),
+		CircuitOpen:  t.circuits.anyOpen(),
+		Destinations: t.circuits.stats(),
+		Direct:       t.counters.direct.Load(),
+		Spooled:      t.counters.spooled.Load(),
+		Delivered:    t.counters.delivered.Load(),
+		Retried:      t.counters.retried.Load(),
+		Rejected:     t.counters.rejected.Load(),
+		Quarantined:  t.counters.quarantined.Load(),
+		Refused:      refused,
+		Dropped:      dropped,
 	}
+}
+
+// waiting lists the destinations that are not healthy.
+func (st Stats) waiting() []DestinationStats {
+	var out []DestinationStats
+	for _, d := range st.Destinations {
+		if d.State != stateHealthy {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -27,13 +27,14 @@ type Transport struct {
 	next      http.RoundTripper
 	spool     *spool.Spool
 	endpoints *endpoints
-	sender    *sender
-	created   time.Time
+	// circuits publishes each destination's circuit: open while it fails,
+	// and exports to it then go straight to the spool instead of waiting
+	// on it. Only delivery writes it.
+	circuits *circuits
+	delivery *delivery
+	created  time.Time
 
-	// circuitOpen is set while the endpoint is failing: exports then go
-	// straight to the spool instead of waiting on the endpoint.
-	circuitOpen atomic.Bool
-	closed      atomic.Bool
+	closed atomic.Bool
 	// detached counts exports answered at the end of their hold whose
 	// attempts still run.
 	detached     atomic.Int64
@@ -46,7 +47,6 @@ type Transport struct {
 	warnLimit   logLimiter // "Currently retrying ..."
 	dropLimit   logLimiter // exports the spool cannot take
 	rejectLimit logLimiter // non-retryable answers
-	credsLimit  logLimiter // spooled exports refused for want of credentials
 
 	// exchanges and cancellers are reused from one export to the next, so
 	// that the happy path allocates little beyond what the lower transport
@@ -85,16 +85,17 @@ func New(opts ...Option) (*Transport, error) {
 		next:         cfg.next,
 		spool:        sp,
 		endpoints:    newEndpoints(),
+		circuits:     newCircuits(),
 		created:      cfg.clock.Now(),
 		warnLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		dropLimit:    logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		credsLimit:   logLimiter{clock: cfg.clock, interval: cfg.logInterval},
 		detachedDone: make(chan struct{}, 1),
 	}
 	hurry := make(chan struct{})
 	t.hurry.Store(&hurry)
-	t.sender = newSender(t)
+	t.delivery = newDelivery(deliveryDeps{spool: sp, next: cfg.next, cfg: cfg, counters: &t.counters,
+		live: t.endpoints, circuits: t.circuits})
 	if err := t.registerMetrics(); err != nil {
 		sp.Close()
 		return nil, err
@@ -102,7 +103,7 @@ func New(opts ...Option) (*Transport, error) {
 	if st := sp.Stats(); st.Records > 0 {
 		cfg.logger.Info("otlpretry: found exports left by an earlier process; they will be delivered",
 			"exports", st.Records, "bytes", st.Bytes, "dir", cfg.dir)
-		t.sender.start()
+		t.delivery.start()
 	}
 	return t, nil
 }
@@ -124,9 +125,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.endpoints.observe(req)
+	dest := destinationOf(req.URL)
+	t.endpoints.observe(dest, req)
+	t.delivery.liveSeen(dest)
 
-	if t.circuitOpen.Load() || t.detached.Load() >= maxDetached {
+	if t.delivery.circuitOpen(dest) || t.detached.Load() >= maxDetached {
 		resp, err := t.handOff(req, &x.p, signal, "endpoint failing")
 		x.p.closeUnsent()
 		x.release()
@@ -168,8 +171,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	x.handedOff.Store(true)
-	t.circuitOpen.Store(true)
 	t.detached.Add(1)
+	t.delivery.held(dest)
 	go t.settleDetached(x, rec)
 	return spooledResponse(req), nil
 }
@@ -238,7 +241,7 @@ func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal,
 	// sender's own: it sets the sender's wait before the export reaches
 	// the spool, so that the sender cannot send it at once.
 	if r.out.Retryable() {
-		t.sender.failed(r, newRecord(req, nil, signal))
+		t.delivery.failed(destinationOf(req.URL), r, newRecord(req, nil, signal), false)
 	}
 	return t.handOff(req, p, signal, r.reason())
 }
@@ -247,6 +250,7 @@ func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal,
 // the end of its hold, and settles its record accordingly.
 func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 	req := x.req
+	dest := destinationOf(req.URL)
 	defer func() {
 		x.release()
 		t.detached.Add(-1)
@@ -259,25 +263,22 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 		discard(r.resp)
 		err = t.spool.Ack(rec.ID)
 		t.counters.direct.Add(1)
-		t.circuitOpen.Store(false)
-		t.sender.reachable()
+		t.delivery.heldEnded(dest, r)
 	case retry.Rejected:
 		detail := describe(r.resp, r.err, r.out)
 		err = t.spool.Quarantine(rec.ID, detail)
 		t.counters.quarantined.Add(1) // answered as stored: not returned to the exporter
+		t.delivery.heldEnded(dest, r)
 		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is quarantined",
-				"url", redactedURL(req), "answer", detail, "similar_since_last", held)
+				"destination", dest.String(), "answer", detail, "similar_since_last", held)
 		}
 	default:
-		if r.out.Retryable() {
-			t.sender.failed(r, rec) // before the release, as in conclude
-		}
+		// Before the release, as in conclude.
+		t.delivery.failed(dest, r, rec, true)
 		err = t.spool.Release(rec.ID)
 		t.counters.spooled.Add(1)
-		t.circuitOpen.Store(true)
-		t.sender.start()
-		t.sender.wake()
+		t.delivery.wake()
 		t.warnRetrying(req, r.reason())
 	}
 	if err != nil && !errors.Is(err, spool.ErrClosed) {
@@ -315,13 +316,13 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, ou
 	switch out {
 	case retry.Delivered:
 		t.counters.direct.Add(1)
-		t.sender.reachable()
+		t.delivery.reached(destinationOf(req.URL))
 	case retry.Rejected:
 		t.counters.rejected.Add(1)
-		t.sender.reachable()
+		t.delivery.reached(destinationOf(req.URL))
 		if ok, held := t.rejectLimit.allow(); ok {
 			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is not retried",
-				"url", redactedURL(req), "status", resp.StatusCode, "similar_since_last", held)
+				"destination", redactedURL(req), "status", resp.StatusCode, "similar_since_last", held)
 		}
 	}
 	return resp, err
@@ -338,9 +339,7 @@ func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, 
 		return nil, t.notStored(err)
 	}
 	t.counters.spooled.Add(1)
-	t.circuitOpen.Store(true)
-	t.sender.start()
-	t.sender.wake()
+	t.delivery.wake()
 	t.warnRetrying(req, why)
 	return spooledResponse(req), nil
 }
@@ -373,7 +372,7 @@ func (t *Transport) warnRetrying(req *http.Request, why string) {
 	if ok, _ := t.warnLimit.allow(); ok {
 		st := t.spool.Stats()
 		t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Currently retrying %d failed export(s) (%d bytes)", st.Records, st.Bytes),
-			"reason", why, "url", redactedURL(req))
+			"reason", why, "destination", redactedURL(req))
 	}
 }
 
@@ -468,14 +467,6 @@ func spooledResponse(req *http.Request) *http.Response {
 		ContentLength: int64(len(body)),
 		Request:       req,
 	}
-}
-
-// redactedURL is safe to log.
-func redactedURL(req *http.Request) string {
-	u := *req.URL
-	u.User = nil
-	u.RawQuery = ""
-	return u.String()
 }
 
 var errShutdown = errors.New("otlpretry: shut down")

@@ -58,7 +58,9 @@ func newHarnessOn(t *testing.T, coll *otlptest.Collector, dir string, opts ...Op
 		withJitter(func() float64 { return 0 }),
 		withEvents(func(e senderEvent) { h.events <- e }),
 		WithLogger(slog.New(h.logs)),
-		WithAdoptWait(-1),
+		// The collector needs no credentials: what an earlier process
+		// left is sent at once.
+		WithEndpointHeaders(coll.URL(), nil),
 	}
 	rt, err := New(append(base, opts...)...)
 	if err != nil {
@@ -656,7 +658,7 @@ func TestShutdownKeepsBacklogAndNextProcessSendsIt(t *testing.T) {
 	if err := h.coll.Start(); err != nil {
 		t.Fatal(err)
 	}
-	rt2, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)), WithAdoptWait(time.Hour))
+	rt2, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -840,9 +842,12 @@ func TestBusyServerProbedDuringLongWaits(t *testing.T) {
 	}
 }
 
-// TestForceFlushEndsTheAdoptWait: exports left by an earlier process wait
-// for a live request's credentials, but an explicit flush sends them now.
-func TestForceFlushEndsTheAdoptWait(t *testing.T) {
+// TestForceFlushNamesExportsWaitingForCredentials: exports left by an
+// earlier process for a destination this one has no headers for (no live
+// request, nothing configured) are not sent; ForceFlush does not wait for
+// them and says, by destination, that they wait for credentials. With
+// empty headers configured for it (it needs none), they are sent at once.
+func TestForceFlushNamesExportsWaitingForCredentials(t *testing.T) {
 	h := newHarness(t, WithImmediateRetryDelay(-1))
 	h.coll.Stop()
 	resp, keys, err := h.export(3, nil)
@@ -856,13 +861,31 @@ func TestForceFlushEndsTheAdoptWait(t *testing.T) {
 	if err := h.coll.Start(); err != nil {
 		t.Fatal(err)
 	}
-	rt2, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)), WithAdoptWait(time.Hour))
+	rt2, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt2.Shutdown(context.Background())
-	if err := rt2.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
-		t.Fatalf("ForceFlush waited out the adopt wait: %v", err)
+	err = rt2.ForceFlush(ctxTimeout(t, 10*time.Second))
+	dest := h.coll.Endpoint(otlptest.Traces)
+	if !errors.Is(err, ErrNotDelivered) || !strings.Contains(err.Error(), dest+": waiting for credentials") {
+		t.Fatalf("ForceFlush: %v, want %s waiting for credentials", err, dest)
+	}
+	st := rt2.Stats()
+	if len(st.Destinations) != 1 || st.Destinations[0].URL != dest || st.Destinations[0].State != "waiting for credentials" ||
+		st.Destinations[0].CircuitOpen || st.Records != 1 || h.coll.Requests(tracesPath) != 0 {
+		t.Fatalf("stats %+v, requests %d", st, h.coll.Requests(tracesPath))
+	}
+	if err := rt2.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	rt3, err := New(WithDir(h.dir), WithLogger(slog.New(h.logs)), WithEndpointHeaders(h.coll.URL(), http.Header{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt3.Shutdown(context.Background())
+	if err := rt3.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
 	}
 	if h.coll.Spans() != len(keys) {
 		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))

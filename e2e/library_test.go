@@ -366,14 +366,12 @@ func (c *countingExporter) counts() (acked, failed int) {
 	return int(c.acked.Load()), int(c.failed.Load())
 }
 
-// newTransport is a Transport with every default but the folder and the
-// adopt wait (nothing is adopted from an earlier process here), logging to
-// the test.
+// newTransport is a Transport with every default but the folder, logging
+// to the test.
 func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
 	t.Helper()
 	rt, err := otlpretry.New(
 		otlpretry.WithDir(dir),
-		otlpretry.WithAdoptWait(-1),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
 	)
 	if err != nil {

@@ -367,7 +367,7 @@ func TestReadOnlySpool(t *testing.T) {
 		dir = filepath.Join(base, "spool")
 	}
 
-	rt, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithAdoptWait(-1),
+	rt, err := otlpretry.New(otlpretry.WithDir(dir),
 		otlpretry.WithLogger(otlptest.Logger(t, "read-only")))
 	if err == nil {
 		_ = rt.Shutdown(context.Background())

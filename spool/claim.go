@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 )
 
@@ -14,8 +15,27 @@ import (
 // settled later with Ack, Release or Quarantine. It returns no records and
 // no error when nothing is waiting. Records that turn out corrupt are
 // quarantined and records past the maximum age dropped, both counted,
-// neither returned.
-func (s *Spool) Claim(max int) ([]*Record, error) {
+// neither returned. Claim(max) is ClaimWhere(max, nil).
+func (s *Spool) Claim(max int) ([]*Record, error) { return s.ClaimWhere(max, nil) }
+
+// ClaimWhere is Claim for the records whose stored URL accept accepts
+// (every record when accept is nil): up to max of the oldest such, oldest
+// first for each URL. The others stay waiting, untouched, and are handed
+// out by a later claim that accepts them.
+//
+// accept is called at most once per distinct URL and claim, with the
+// spool's lock held: it must not call the spool. The records it skips cost
+// a claim nothing after the first claim that passes over them, as each
+// segment keeps a cursor per URL.
+//
+// Which URLs a segment not loaded yet (one another process shared, or
+// this one wrote and set aside) holds is known only once it is loaded, so
+// a claim loads such segments, oldest first, as it comes to them, even
+// when none of their records is accepted: the segment is then this
+// process's to send from, as with Claim. When a maximum age is set,
+// records of skipped URLs past it are dropped all the same (counted
+// Expired), so that a URL never accepted does not keep its records longer.
+func (s *Spool) ClaimWhere(max int, accept func(url string) bool) ([]*Record, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -33,20 +53,34 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 		s.mu.Unlock()
 	}
 
+	f := filter{accept: accept}
 	var out []*Record
 	var firstErr error
 	// Records that turn out expired or corrupt are not handed out, so pick
 	// again until max are or none is left: an empty result must mean that
-	// nothing is waiting.
+	// nothing accepted is waiting.
 	for len(out) < max && firstErr == nil {
 		s.mu.Lock()
-		picked, load := s.pickLocked(max - len(out))
+		var picked, expired []slotRef
+		var load *segment
+		if accept == nil {
+			picked, load = s.pickLocked(max - len(out))
+		} else {
+			picked, expired, load = s.pickWhereLocked(max-len(out), &f)
+		}
 		s.mu.Unlock()
+		for _, p := range expired {
+			s.settleSlot(p, func(c *Stats) { c.Dropped.Expired++ })
+			s.unref(p.seg)
+		}
 		if load != nil {
 			firstErr = s.load(load)
 			continue
 		}
 		if len(picked) == 0 {
+			if len(expired) > 0 {
+				continue
+			}
 			break
 		}
 		for _, p := range picked {
@@ -59,6 +93,26 @@ func (s *Spool) Claim(max int) ([]*Record, error) {
 		return out, nil
 	}
 	return nil, firstErr
+}
+
+// filter is the accept function of one claim, with its answers: accept
+// is asked once per destination.
+type filter struct {
+	accept  func(url string) bool
+	answers []int8 // by destination: 0 not asked yet, 1 accepted, -1 skipped
+}
+
+func (f *filter) accepts(s *Spool, d uint32) bool {
+	if int(d) >= len(f.answers) {
+		f.answers = append(f.answers, make([]int8, len(s.dests)-len(f.answers))...)
+	}
+	if f.answers[d] == 0 {
+		f.answers[d] = -1
+		if f.accept(s.dests[d]) {
+			f.answers[d] = 1
+		}
+	}
+	return f.answers[d] > 0
 }
 
 // waitingLocked tells whether any record may be waiting to be claimed.
@@ -108,6 +162,99 @@ func (s *Spool) pickLocked(n int) (picked []slotRef, load *segment) {
 		}
 	}
 	return picked, nil
+}
+
+// pickWhereLocked is pickLocked for the destinations f accepts. Each
+// accepted destination of a segment is walked from its own cursor; the
+// candidates are taken in slot order, oldest first. With a maximum age it
+// also claims, and returns as expired, the records of skipped destinations
+// at the head of their line that are past it, for the caller to drop.
+func (s *Spool) pickWhereLocked(n int, f *filter) (picked, expired []slotRef, load *segment) {
+	var now int64
+	if s.cfg.maxAge > 0 {
+		now = s.cfg.now().UnixNano()
+	}
+	var cand []int
+	for _, seg := range s.segs {
+		if seg.busy || seg.gone || seg.records-seg.settled <= seg.claimedN {
+			continue
+		}
+		if seg.slots == nil {
+			if len(picked) > 0 || len(expired) > 0 {
+				return picked, expired, nil
+			}
+			seg.busy = true
+			return nil, nil, seg
+		}
+		cand = cand[:0]
+		for d := range s.dests {
+			d := uint32(d)
+			i := seg.cursorTo(d)
+			if i >= len(seg.slots) {
+				continue
+			}
+			// Past the waiting records of d at the cursor nothing is
+			// waiting for d.
+			for i < len(seg.slots) && (seg.slots[i].dest != d || seg.slots[i].state != slotWaiting) {
+				i++
+			}
+			seg.setCursorTo(d, i)
+			if i == len(seg.slots) {
+				continue
+			}
+			if !f.accepts(s, d) {
+				if now != 0 {
+					expired = s.expireHeadLocked(seg, d, now, expired)
+				}
+				continue
+			}
+			need := n - len(picked)
+			for j, got := i, 0; j < len(seg.slots) && got < need; j++ {
+				if sl := &seg.slots[j]; sl.dest == d && sl.state == slotWaiting {
+					cand = append(cand, j)
+					got++
+				}
+			}
+		}
+		slices.Sort(cand)
+		for _, i := range cand {
+			if len(picked) == n {
+				break
+			}
+			sl := &seg.slots[i]
+			sl.state = slotClaimed
+			seg.claimedN++
+			seg.refs++
+			s.claimed[sl.id] = slotRef{seg, i}
+			picked = append(picked, slotRef{seg, i})
+		}
+		if len(picked) == n {
+			break
+		}
+	}
+	return picked, expired, nil
+}
+
+// expireHeadLocked claims the waiting records of destination d in seg
+// that are past the maximum age, from the head of d's line up to the
+// first that is not, and adds them to expired.
+func (s *Spool) expireHeadLocked(seg *segment, d uint32, now int64, expired []slotRef) []slotRef {
+	maxAge := int64(s.cfg.maxAge)
+	for i := seg.cursorTo(d); i < len(seg.slots); i++ {
+		sl := &seg.slots[i]
+		if sl.dest != d || sl.state != slotWaiting {
+			continue
+		}
+		if now-sl.id.created <= maxAge {
+			break
+		}
+		sl.state = slotClaimed
+		seg.claimedN++
+		seg.refs++
+		s.claimed[sl.id] = slotRef{seg, i}
+		expired = append(expired, slotRef{seg, i})
+	}
+	return expired
 }
 
 // read reads a claimed slot. It returns nil when the record was set aside
@@ -197,6 +344,7 @@ func (s *Spool) load(seg *segment) error {
 		length = min(length, seg.bytes)
 	}
 	var slots []slot
+	var urls []string // of the scanned slots, interned below under mu
 	var corrupt []scanned
 	if err == nil && writtenFits(written, seg.records, length) {
 		// As this process wrote it: the offsets are known, and each
@@ -226,7 +374,12 @@ func (s *Spool) load(seg *segment) error {
 			default:
 				sl.id, sl.attempts = sc.meta.ID, side.attempts[sl.off]
 			}
+			url := ""
+			if sc.meta != nil {
+				url = sc.meta.URL
+			}
 			slots = append(slots, sl)
+			urls = append(urls, url)
 		})
 	}
 	if err != nil {
@@ -255,8 +408,11 @@ func (s *Spool) load(seg *segment) error {
 		s.counts.Dropped.Corrupt += uint64(missing)
 	}
 	s.diskBytes += ackBytes - seg.ackBytes + length - seg.bytes
+	for i, url := range urls {
+		slots[i].dest = s.internLocked(url)
+	}
 	seg.dir, seg.f, seg.slots, seg.ackBytes, seg.bytes = s.mine, f, slots, ackBytes, length
-	seg.records, seg.settled, seg.live, seg.next, seg.firstLive = len(slots), 0, 0, 0, 0
+	seg.records, seg.settled, seg.live, seg.next, seg.firstLive, seg.nextTo = len(slots), 0, 0, 0, 0, nil
 	for _, sl := range slots {
 		if sl.state == slotSettled {
 			seg.settled++

@@ -14,7 +14,9 @@
 //
 // Operations: Put stores a record; PutClaimed stores one already claimed
 // by the caller, who is sending it now; Claim hands out the oldest waiting
-// records to one sender; Ack marks a record delivered; Release puts it back
+// records to one sender, and ClaimWhere those of the URLs it accepts,
+// leaving the others waiting (a sender with one lane per destination);
+// Ack marks a record delivered; Release puts it back
 // in line, one attempt more; Quarantine sets it aside with the reason, in a
 // bounded dead-letter folder, for records the server refused; Stats
 // reports what is held and what was lost, by reason (Drops); Flush writes

@@ -112,11 +112,11 @@ func (s *Spool) share(seg *segment) {
 		seg.written = seg.slots
 		s.writtenSlots += len(seg.slots)
 	}
-	seg.slots, seg.dir, seg.name, seg.next, seg.firstLive = nil, s.pending, name, 0, 0
+	seg.slots, seg.dir, seg.name, seg.next, seg.firstLive, seg.nextTo = nil, s.pending, name, 0, 0, nil
 }
 
 // maxWrittenSlots bounds the slots kept for segments this process wrote
-// and shared untouched (32 bytes each: 1 MiB), so that loading one of them
+// and shared untouched (40 bytes each: 1.25 MiB), so that loading one of them
 // again, which is what a process does with the backlog of its own outage,
 // reads no more than its sidecar, rather than every byte of the segment a
 // second time to find its records.

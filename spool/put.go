@@ -81,7 +81,7 @@ func (s *Spool) put(r *Record, claimed bool) error {
 		s.claimed[rec.ID] = slotRef{seg, len(seg.slots)}
 		seg.claimedN++
 	}
-	seg.slots = append(seg.slots, slot{id: rec.ID, off: uint32(off), size: uint32(size), state: st})
+	seg.slots = append(seg.slots, slot{id: rec.ID, off: uint32(off), size: uint32(size), dest: s.internLocked(rec.URL), state: st})
 	seg.records++
 	seg.bytes += size
 	seg.live += size

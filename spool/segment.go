@@ -153,9 +153,14 @@ type segment struct {
 	written   []slot // while in pending/: the slots as this process wrote them
 	next      int    // no slot below next is waiting
 	firstLive int    // no slot below firstLive is unsettled
-	claimedN  int    // slots claimed or settling now
-	refs      int    // I/O on f or the sidecar under way outside mu
-	dsync     *groupSync
+	// nextTo[d]: no slot below it is waiting for destination d (an index
+	// of the spool's dests). A claim that skips destinations walks each
+	// accepted one from its own cursor, so the records it skips are
+	// passed over once, not at every claim. Missing entries are 0.
+	nextTo   []int
+	claimedN int // slots claimed or settling now
+	refs     int // I/O on f or the sidecar under way outside mu
+	dsync    *groupSync
 
 	ackMu      sync.Mutex // guards the five below; taken after mu, never before
 	ack        File       // the sidecar, opened on first write
@@ -181,12 +186,32 @@ type slot struct {
 	off      uint32
 	size     uint32
 	attempts int32
+	dest     uint32 // the record's URL, interned in the spool's dests
 	state    slotState
 }
 
 type slotRef struct {
 	seg *segment
 	i   int
+}
+
+// cursorTo returns the cursor of destination d (see nextTo).
+func (seg *segment) cursorTo(d uint32) int {
+	if int(d) < len(seg.nextTo) {
+		return seg.nextTo[d]
+	}
+	return 0
+}
+
+// setCursorTo sets the cursor of destination d.
+func (seg *segment) setCursorTo(d uint32, i int) {
+	if int(d) >= len(seg.nextTo) {
+		if i == 0 {
+			return
+		}
+		seg.nextTo = append(seg.nextTo, make([]int, int(d)+1-len(seg.nextTo))...)
+	}
+	seg.nextTo[d] = i
 }
 
 func segmentFileSize(f File) (int64, error) {

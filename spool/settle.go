@@ -58,6 +58,7 @@ func (s *Spool) Release(id ID) error {
 	seg.claimedN--
 	delete(s.claimed, id)
 	seg.next = min(seg.next, p.i)
+	seg.setCursorTo(sl.dest, min(seg.cursorTo(sl.dest), p.i))
 	s.counts.Released++
 	seg.refs++
 	s.mu.Unlock()

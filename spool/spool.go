@@ -106,7 +106,12 @@ type Spool struct {
 	logged          map[string]bool // warnings given once per segment
 	keepMine        bool            // a segment this process could not hand back is in its folder
 	writtenSlots    int             // slots kept in segments' written, at most maxWrittenSlots
-	counts          Stats           // counters only; the rest is computed by Stats
+	// dests interns the URLs of the records indexed, so that a slot names
+	// its destination in four bytes: dests[slot.dest] is its URL. Entries
+	// are never removed; a spool sees few distinct URLs.
+	dests   []string
+	destIdx map[string]uint32
+	counts  Stats // counters only; the rest is computed by Stats
 }
 
 // Open opens the spool in dir, creating it (0700) if needed, and takes in
@@ -126,6 +131,7 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 		quarantine: filepath.Join(dir, quarantineDir),
 		byKey:      map[ID]*segment{},
 		claimed:    map[ID]slotRef{},
+		destIdx:    map[string]uint32{},
 		logged:     map[string]bool{},
 		ready:      make(chan struct{}, 1),
 	}
@@ -262,6 +268,17 @@ func (s *Spool) Close() error {
 	}
 	s.releaseOwnership()
 	return nil
+}
+
+// internLocked returns the index of url in dests, adding it if new.
+func (s *Spool) internLocked(url string) uint32 {
+	if d, ok := s.destIdx[url]; ok {
+		return d
+	}
+	d := uint32(len(s.dests))
+	s.dests = append(s.dests, url)
+	s.destIdx[url] = d
+	return d
 }
 
 // String names the spool in logs.

@@ -139,13 +139,16 @@ documentation). Flags take precedence over the environment.`, e)
 	opts := []otlpretry.Option{
 		otlpretry.WithDir(spoolDir),
 		otlpretry.WithTransport(scope),
-		// The backlog of an earlier run is sent at once rather than after
-		// waiting for a live request: it gets its destination's headers
-		// from the scope, as live requests do.
-		otlpretry.WithAdoptWait(-1),
 		// An export the spool cannot take is answered 503 with
 		// Retry-After: the client retries it, so it is refused, not lost.
 		otlpretry.WithCallerRetry(),
+	}
+	for _, d := range dests {
+		// The backlog of an earlier run is sent at once rather than after
+		// a live request to its destination: the scope adds that
+		// destination's headers below the transport, as for live
+		// requests, so the transport itself has none to add.
+		opts = append(opts, otlpretry.WithEndpointHeaders(d.URL.String(), http.Header{}))
 	}
 	if isSet(fs, "max-bytes") {
 		if *maxBytes <= 0 {

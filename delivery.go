@@ -1,0 +1,948 @@
+package otlpretry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/otlpretry/otlpretry/internal/retry"
+	"github.com/otlpretry/otlpretry/spool"
+)
+
+// delivery sends the spool in the background, each destination in its own
+// lane, so that one failing destination never delays another. One
+// goroutine (run) owns every lane's state; each event is its own method,
+// called from a short loop. Sends, probes, timers and the exports' direct
+// path report to it over channels, and what the hot path reads (is this
+// destination's circuit open?) it publishes in circuits. It is started on
+// demand and stopped by Shutdown; like every goroutine it never keeps the
+// process alive.
+type delivery struct {
+	spool    *spool.Spool
+	next     http.RoundTripper
+	cfg      *config
+	counters *counters
+	live     *endpoints
+	circuits *circuits
+	urls     destinationCache
+
+	rejectLimit logLimiter // spooled exports refused
+	credsLimit  logLimiter // spooled exports refused for want of credentials
+
+	startOnce sync.Once
+	started   chan struct{} // closed by start
+	quit      chan struct{}
+	done      chan struct{}
+	ctx       context.Context // ends at shutdown, cancelling sends in flight
+	cancel    context.CancelFunc
+
+	reports chan report         // from the exports' path; answered on ack
+	news    chan news           // a destination answered, or a live request reached it
+	results chan result         // sends and probes
+	timers  chan timerEvent     // a lane's wait or probe timer fired
+	flushes chan chan flushDone // ForceFlush
+	wakeCh  chan struct{}       // new work in the spool
+
+	// Owned by run.
+	lanes        map[destination]*lane
+	order        []*lane // lanes in the order they were made
+	byURL        map[string]*lane
+	pooled       int  // sends in flight on the shared slots
+	working      bool // the spool has had work: rescan it now and then
+	flushWaiters []chan flushDone
+}
+
+// deliveryDeps are what delivery needs of the Transport, and no more.
+type deliveryDeps struct {
+	spool    *spool.Spool
+	next     http.RoundTripper
+	cfg      *config
+	counters *counters
+	live     *endpoints
+	circuits *circuits
+}
+
+func newDelivery(deps deliveryDeps) *delivery {
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := deps.cfg
+	return &delivery{
+		spool: deps.spool, next: deps.next, cfg: cfg, counters: deps.counters,
+		live: deps.live, circuits: deps.circuits,
+		rejectLimit: logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		credsLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		started:     make(chan struct{}),
+		quit:        make(chan struct{}),
+		done:        make(chan struct{}),
+		ctx:         ctx,
+		cancel:      cancel,
+		reports:     make(chan report),
+		news:        make(chan news, 16),
+		results:     make(chan result, cfg.concurrency),
+		timers:      make(chan timerEvent, 4),
+		flushes:     make(chan chan flushDone),
+		wakeCh:      make(chan struct{}, 1),
+		lanes:       map[destination]*lane{},
+		byURL:       map[string]*lane{},
+	}
+}
+
+// report is what the direct path tells of one export.
+type report struct {
+	kind   reportKind
+	dest   destination
+	r      directResult
+	target *spool.Record // the export's addressing, for probes
+	ack    chan struct{}
+}
+
+type reportKind int
+
+const (
+	reportFailed    reportKind = iota // the direct attempts failed
+	reportHeld                        // stored at the end of its hold; attempts go on
+	reportHeldEnded                   // a held export's attempts ended (with failed: they failed)
+)
+
+type news struct {
+	dest destination
+	live bool // a live request reached dest; else dest answered the direct path
+}
+
+type timerEvent struct {
+	lane  *lane
+	epoch uint64
+	probe bool // the probe timer; else the wait's
+}
+
+// flushDone answers a flush: the lanes that could not be emptied.
+type flushDone struct{ left []DestinationStats }
+
+func (d *delivery) start() {
+	d.startOnce.Do(func() {
+		close(d.started)
+		go d.run()
+	})
+}
+
+// wake tells run that the spool has new work.
+func (d *delivery) wake() {
+	d.start()
+	signal(d.wakeCh)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// send hands an event to run and waits until run has taken it in. It
+// reports false once run has ended.
+func (d *delivery) report(rep report) bool {
+	d.start()
+	rep.ack = make(chan struct{})
+	select {
+	case d.reports <- rep:
+	case <-d.done:
+		return false
+	}
+	select {
+	case <-rep.ack:
+	case <-d.done:
+	}
+	return true
+}
+
+// failed reports that the direct path's attempts at an export to dest
+// failed, with the last answer's Retry-After: the lane waits on it exactly
+// as on a failure of its own. Callers report before the export reaches the
+// spool (Put or Release), and run has taken the report in when failed
+// returns, so the export is never sent before the wait.
+func (d *delivery) failed(dest destination, r directResult, target *spool.Record, held bool) {
+	kind := reportFailed
+	if held {
+		kind = reportHeldEnded
+	}
+	d.report(report{kind: kind, dest: dest, r: r, target: target})
+}
+
+// held reports an export to dest stored at the end of its hold: dest's
+// circuit is open, so that the exports after it do not wait on it too,
+// until its attempts end (heldEnded).
+func (d *delivery) held(dest destination) { d.report(report{kind: reportHeld, dest: dest}) }
+
+// heldEnded reports that the attempts of a held export ended without a
+// retryable failure: delivered or refused.
+func (d *delivery) heldEnded(dest destination, r directResult) {
+	d.report(report{kind: reportHeldEnded, dest: dest, r: r})
+}
+
+// tell passes news to run, when its lane wants it.
+func (d *delivery) tell(n news) {
+	d.start()
+	select {
+	case d.news <- n:
+	case <-d.done:
+	}
+}
+
+// reached reports that dest answered the direct path.
+func (d *delivery) reached(dest destination) {
+	if v := d.circuits.view(dest); v != nil && v.wantsReach.Load() && v.wantsReach.CompareAndSwap(true, false) {
+		d.tell(news{dest: dest})
+	}
+}
+
+// liveSeen reports a live request to dest, observed in endpoints first.
+func (d *delivery) liveSeen(dest destination) {
+	if v := d.circuits.view(dest); v != nil && v.wantsLive.Load() && v.wantsLive.CompareAndSwap(true, false) {
+		d.tell(news{dest: dest, live: true})
+	}
+}
+
+// circuitOpen tells whether exports to dest go straight to the spool.
+func (d *delivery) circuitOpen(dest destination) bool {
+	v := d.circuits.view(dest)
+	return v != nil && v.open.Load()
+}
+
+// stop ends run and waits for it, at most until ctx ends.
+func (d *delivery) stop(ctx context.Context) error {
+	close(d.quit)
+	d.cancel()
+	select {
+	case <-d.started:
+	default:
+		return nil // never ran
+	}
+	select {
+	case <-d.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flushed returns a channel that receives once nothing more can be sent
+// now, with the destinations left waiting, and cuts every backoff wait
+// short.
+func (d *delivery) flushed(ctx context.Context) (<-chan flushDone, error) {
+	d.start()
+	ch := make(chan flushDone, 1)
+	select {
+	case d.flushes <- ch:
+		return ch, nil
+	case <-d.done:
+		return nil, errShutdown
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// run is the loop of the one goroutine that owns the lanes.
+func (d *delivery) run() {
+	defer close(d.done)
+	// The rescan ticker starts with the first work: a delivery started
+	// only to track a held export's circuit sets no timer.
+	var ticker clockwork.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		if ticker == nil && d.working {
+			ticker = d.cfg.clock.NewTicker(spool.DefaultRescanInterval)
+			tick = ticker.Chan()
+		}
+		select {
+		case <-d.quit:
+			d.onQuit()
+			return
+		default:
+		}
+		d.fill()
+		select {
+		case <-d.quit:
+			d.onQuit()
+			return
+		case rep := <-d.reports:
+			d.onReport(rep)
+			close(rep.ack)
+		case n := <-d.news:
+			d.onNews(n)
+		case r := <-d.results:
+			if r.delivered == probeMark {
+				d.onProbe(r)
+			} else {
+				d.onResult(r)
+			}
+		case e := <-d.timers:
+			d.onTimer(e)
+		case w := <-d.flushes:
+			d.working = true
+			d.onFlush(w)
+		case <-d.spool.Ready():
+		case <-d.wakeCh:
+			d.working = true
+		case <-tick:
+			// Claim again: the spool rescans for records left by processes
+			// that died while this one runs.
+		}
+	}
+}
+
+// onQuit stops every lane. Sends in flight were cancelled; their records
+// stay claimed and Close puts them back in line, attempts unchanged.
+func (d *delivery) onQuit() {
+	inflight := 0
+	for _, l := range d.order {
+		l.stopTimers()
+		inflight += l.inflight
+		if l.probing {
+			inflight++
+		}
+	}
+	for ; inflight > 0; inflight-- {
+		<-d.results
+	}
+}
+
+// laneOf returns dest's lane, making it if needed.
+func (d *delivery) laneOf(dest destination) *lane {
+	if l := d.lanes[dest]; l != nil {
+		return l
+	}
+	l := newLane(dest, d.cfg)
+	d.lanes[dest] = l
+	d.order = append(d.order, l)
+	l.publish()
+	d.circuits.add(l.view)
+	// Asked for before looking, so that a live request arriving meanwhile
+	// is either seen here or reported (liveSeen).
+	l.view.wantsLive.Store(true)
+	d.checkCredentials(l)
+	return l
+}
+
+// checkCredentials sets whether l's exports have headers to go with: a
+// live request's, or configured ones. Without, the lane sends nothing and
+// waits for a live request to its destination.
+func (d *delivery) checkCredentials(l *lane) {
+	if !l.credentials {
+		if _, ok := d.live.lookup(l.dest); ok {
+			l.credentials = true
+		} else if _, ok := d.cfg.headersFor(&url.URL{Scheme: l.dest.scheme, Host: l.dest.host, Path: l.dest.path}); ok {
+			l.credentials = true
+		}
+	}
+	switch {
+	case !l.credentials:
+		l.state = laneCredentials
+		l.publish()
+		return
+	case l.state == laneCredentials:
+		l.state = laneHealthy
+		l.publish()
+		if l.backlog {
+			d.cfg.logger.Info("otlpretry: credentials for a destination arrived; its stored exports are sent",
+				"destination", l.dest.String())
+		}
+	}
+	if !(l.state == laneWaiting && l.forCredentials) {
+		l.view.wantsLive.Store(false)
+	}
+}
+
+// laneForURL returns the lane of a stored URL. A URL that cannot be used
+// has a lane too, whose sends fail and quarantine their records.
+func (d *delivery) laneForURL(raw string) *lane {
+	if l := d.byURL[raw]; l != nil {
+		return l
+	}
+	e := d.urls.lookup(raw)
+	l := d.laneOf(e.dest)
+	if e.url == nil && !l.credentials {
+		l.credentials = true // nothing to wait for: it cannot be sent
+		l.state = laneHealthy
+		l.publish()
+	}
+	if len(d.byURL) >= maxParsed {
+		clear(d.byURL)
+	}
+	d.byURL[raw] = l
+	return l
+}
+
+// claim takes up to n records of the lanes ok accepts among those with
+// credentials, noting which lanes have records waiting.
+func (d *delivery) claim(n int, ok func(*lane) bool) []*spool.Record {
+	recs, err := d.spool.ClaimWhere(n, func(raw string) bool {
+		l := d.laneForURL(raw)
+		l.backlog = true
+		return l.credentials && ok(l)
+	})
+	if err != nil && !errors.Is(err, spool.ErrClosed) {
+		d.cfg.logger.Warn("otlpretry: cannot read the spool", "err", err)
+	}
+	return recs
+}
+
+// share is how many shared slots one healthy lane may use: all of them
+// while it is the only busy one, else an equal part.
+func (d *delivery) share() int {
+	busy := 0
+	for _, l := range d.order {
+		if l.state == laneHealthy && l.credentials && (l.inflight > 0 || l.backlog) {
+			busy++
+		}
+	}
+	if busy <= 1 {
+		return d.cfg.concurrency
+	}
+	return max(1, (d.cfg.concurrency+busy-1)/busy)
+}
+
+// fill starts sends: healthy lanes on the free shared slots, and one
+// record for each lane whose wait is over. A failing lane never takes a
+// shared slot. When nothing can be sent and nothing is in flight, the
+// flushes waiting are answered.
+func (d *delivery) fill() {
+	started := 0
+	if free := d.cfg.concurrency - d.pooled; free > 0 {
+		share := d.share()
+		for _, l := range d.order {
+			if l.state == laneHealthy {
+				l.backlog = false // set again by the claim if records wait
+			}
+		}
+		recs := d.claim(free, func(l *lane) bool { return l.state == laneHealthy && l.inflight < share })
+		for _, rec := range recs {
+			d.send(d.laneForURL(rec.URL), rec, true)
+		}
+		started += len(recs)
+	}
+	for _, l := range d.order {
+		if l.state == laneTrial && l.inflight == 0 && l.credentials {
+			recs := d.claim(1, func(x *lane) bool { return x == l })
+			for _, rec := range recs {
+				d.send(l, rec, false)
+			}
+			started += len(recs)
+		}
+	}
+	if started > 0 {
+		d.working = true
+	}
+	if started > 0 || d.pooled > 0 {
+		return
+	}
+	waiting := false
+	for _, l := range d.order {
+		// A wait for credentials ends only with a live request, which a
+		// flush cannot bring.
+		if l.inflight > 0 || l.state == laneWaiting && !l.forCredentials {
+			return
+		}
+		waiting = waiting || l.state == laneWaiting
+	}
+	d.onIdle(waiting)
+}
+
+// onIdle: nothing can be sent now and nothing is in flight; some lanes
+// may be waiting for credentials.
+func (d *delivery) onIdle(waiting bool) {
+	for _, l := range d.order {
+		if !l.since.IsZero() && l.drained > 0 {
+			d.cfg.logger.Info("otlpretry: backlog delivered",
+				"destination", l.dest.String(), "exports", l.drained, "took", d.cfg.clock.Since(l.since).Round(time.Millisecond))
+		}
+		l.since, l.drained = time.Time{}, 0
+	}
+	if len(d.flushWaiters) > 0 {
+		var left []DestinationStats
+		for _, l := range d.order {
+			if st := l.view.status.Load(); st.State != stateHealthy && l.backlog {
+				left = append(left, *st)
+			}
+		}
+		for _, w := range d.flushWaiters {
+			w <- flushDone{left: left}
+		}
+		d.flushWaiters = nil
+	}
+	if !waiting {
+		d.cfg.event(senderEvent{kind: "idle"})
+	}
+}
+
+// send starts sending rec for l.
+func (d *delivery) send(l *lane, rec *spool.Record, pooled bool) {
+	if l.since.IsZero() {
+		l.since = d.cfg.clock.Now()
+	}
+	l.inflight++
+	if pooled {
+		d.pooled++
+	}
+	go d.deliver(l, rec, l.epoch, pooled)
+}
+
+// onReport takes in what the direct path tells of an export.
+func (d *delivery) onReport(rep report) {
+	l := d.laneOf(rep.dest)
+	switch rep.kind {
+	case reportHeld:
+		l.held++
+		l.publish()
+		return
+	case reportHeldEnded:
+		l.held = max(0, l.held-1)
+	}
+	switch {
+	case rep.r.out == retry.Delivered && rep.kind == reportHeldEnded:
+		// The destination takes exports again.
+		if l.state != laneCredentials {
+			d.recovered(l)
+		}
+	case rep.r.out.Retryable():
+		r := result{lane: l, out: rep.r.out, retryAfter: rep.r.retryAfter, target: rep.target,
+			cause: rep.r.cause, nameLookup: isNameLookup(rep.r.err)}
+		// A wait already under way answers the destination's failing.
+		if l.state != laneWaiting {
+			d.startWait(l, r)
+		}
+	}
+	l.publish()
+}
+
+// onNews: dest answered the direct path, or a live request reached it.
+func (d *delivery) onNews(n news) {
+	l := d.lanes[n.dest]
+	if l == nil {
+		return
+	}
+	switch {
+	case n.live:
+		d.checkCredentials(l)
+		if l.state == laneWaiting && l.forCredentials {
+			l.endWait()
+		}
+	case l.state == laneWaiting && l.unreachable:
+		l.endWait()
+	}
+}
+
+// onResult takes in how a send or probe ended.
+func (d *delivery) onResult(r result) {
+	l := r.lane
+	l.inflight--
+	if r.pooled {
+		d.pooled--
+	}
+	l.drained += r.delivered
+	switch {
+	case r.out == retry.Delivered || r.out == retry.Rejected:
+		if r.out == retry.Delivered {
+			l.drained++
+		}
+		if r.epoch == l.epoch && l.state != laneCredentials {
+			d.recovered(l)
+		}
+	case r.out.Retryable() && (l.state == laneWaiting || r.epoch != l.epoch):
+		// This failure was already answered by a wait.
+		d.release(r.target.ID)
+	case r.out.Retryable():
+		d.startWait(l, r)
+		d.release(r.target.ID)
+	}
+}
+
+// recovered: l's destination took (or definitely refused) an export.
+func (d *delivery) recovered(l *lane) {
+	if l.state != laneHealthy && !l.forCredentials {
+		d.cfg.logger.Info("otlpretry: a destination answers again", "destination", l.dest.String(), "after", l.cause)
+	}
+	l.succeeded()
+}
+
+// startWait answers a failure of l's current epoch, a send's or the
+// direct path's: the circuit opens (unless the failure was a refusal of
+// credentials) and the lane waits for the server's Retry-After, else the
+// backoff, probing meanwhile where that helps.
+func (d *delivery) startWait(l *lane, r result) {
+	cfg := d.cfg
+	first := l.state == laneHealthy || l.state == laneCredentials
+	l.epoch++
+	wait := l.waitFor(cfg, r)
+	l.stopTimers()
+	l.state = laneWaiting
+	l.unreachable = r.out == retry.Unreachable
+	l.forCredentials = r.credentials
+	if r.target != nil {
+		l.target = r.target
+	}
+	if r.cause != "" {
+		l.cause = r.cause
+	} else if l.cause == "" {
+		l.cause = r.out.String()
+	}
+	l.nextAttempt = cfg.clock.Now().Add(wait)
+	l.waitTimer = d.timer(l, wait, false)
+	if every := probeEvery(cfg, r, wait); every > 0 && !l.probing {
+		l.probeTimer = d.timer(l, every, true)
+		l.probeInterval = every
+	}
+	l.publish()
+	if first && !r.credentials {
+		// Once an outage: the waits after it are the backoff's.
+		cfg.logger.Warn("otlpretry: a destination is failing; exports to it are stored and sent when it answers again, other destinations are not held back",
+			"destination", l.dest.String(), "cause", l.cause, "wait", wait)
+	}
+	if r.credentials {
+		l.view.wantsLive.Store(true)
+		if _, ok := d.live.lookup(l.dest); ok {
+			// A live request came since this record was sent.
+			l.view.wantsLive.Store(false)
+			l.endWait()
+		}
+	}
+	cfg.event(senderEvent{kind: "wait", wait: wait, out: r.out, dest: l.dest})
+}
+
+// timer reports to run after wait, tagged with l's epoch.
+func (d *delivery) timer(l *lane, wait time.Duration, probe bool) clockwork.Timer {
+	e := timerEvent{lane: l, epoch: l.epoch, probe: probe}
+	return d.cfg.clock.AfterFunc(wait, func() {
+		select {
+		case d.timers <- e:
+		case <-d.quit:
+		}
+	})
+}
+
+// onTimer: l's wait is over, or its next probe is due.
+func (d *delivery) onTimer(e timerEvent) {
+	l := e.lane
+	if e.epoch != l.epoch || l.state != laneWaiting {
+		return
+	}
+	if !e.probe {
+		l.waitTimer = nil
+		l.endWait()
+		return
+	}
+	l.probeTimer = nil
+	l.probing = true
+	go d.probe(l, l.target, l.epoch)
+}
+
+// onProbe takes in a probe's outcome.
+func (d *delivery) onProbe(pr result) {
+	l := pr.lane
+	l.probing = false
+	if l.state != laneWaiting || pr.epoch != l.epoch {
+		return
+	}
+	// An unreachable destination is back when it answers at all; a busy
+	// one only when it accepts.
+	back := pr.out == retry.Delivered || (l.unreachable && pr.out != retry.Unreachable && pr.out != retry.Canceled)
+	if back {
+		l.endWait()
+	} else {
+		next := l.probeInterval
+		if l.unreachable && pr.out == retry.Unreachable {
+			next = probeEvery(d.cfg, pr, 0) // a name that stopped resolving is probed less often
+		}
+		if next > 0 {
+			l.probeTimer = d.timer(l, next, true)
+		}
+	}
+	d.cfg.event(senderEvent{kind: "probe", reachable: back, dest: l.dest})
+}
+
+// onFlush cuts every wait short and answers w once nothing more can be
+// sent.
+func (d *delivery) onFlush(w chan flushDone) {
+	d.flushWaiters = append(d.flushWaiters, w)
+	for _, l := range d.order {
+		// A wait for credentials is not cut: the same headers would be
+		// refused again.
+		if l.state == laneWaiting && !l.forCredentials {
+			l.endWait()
+		}
+	}
+}
+
+// release puts a record that failed back in line.
+func (d *delivery) release(id spool.ID) {
+	if err := d.spool.Release(id); err != nil && !errors.Is(err, spool.ErrClosed) {
+		d.cfg.logger.Warn("otlpretry: cannot update the spool", "id", id.String(), "err", err)
+	}
+}
+
+// deliver sends rec and settles it in the spool; while deliveries succeed
+// in a healthy epoch of its lane, it goes on with the lane's next waiting
+// record: a backlog drains as fast as a loop of sends, without a claim
+// through run between every two. It reports the last outcome to run. It
+// reads nothing of the lane but its published view.
+func (d *delivery) deliver(l *lane, rec *spool.Record, epoch uint64, pooled bool) {
+	dest, view := l.dest, l.view
+	sent := 0
+	mine := func(raw string) bool { return d.urls.lookup(raw).dest == dest }
+	for {
+		r := d.deliverOne(dest, rec)
+		r.lane, r.epoch, r.pooled = l, epoch, pooled
+		if r.out != retry.Delivered || !pooled || view.healthy.Load() != epoch+1 {
+			r.delivered = sent
+			d.results <- r
+			return
+		}
+		select {
+		case <-d.quit:
+			r.delivered = sent
+			d.results <- r
+			return
+		default:
+		}
+		next, err := d.spool.ClaimWhere(1, mine)
+		if err != nil || len(next) == 0 {
+			r.delivered = sent
+			d.results <- r
+			return
+		}
+		sent++
+		rec = next[0]
+	}
+}
+
+// deliverOne sends one record and settles it in the spool, unless the
+// failure is retryable: run releases it then, once it has decided to wait
+// (released here, it could be claimed and sent again before).
+func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
+	cfg := d.cfg
+	target := *rec
+	target.Body = nil
+	var (
+		out         retry.Outcome
+		wait        time.Duration
+		detail      string
+		credentials bool
+	)
+	req, cancel, live, err := d.request(rec, nil, rec.ContentType, rec.ContentEncoding, cfg.attemptTimeout[rec.Signal])
+	if err != nil {
+		out, detail = retry.Rejected, err.Error()
+		d.spool.Recycle(rec)
+	} else {
+		defer cancel()
+		bodies := trackBodies(req, rec.Body, func() { d.spool.Recycle(rec) })
+		var resp *http.Response
+		resp, err = d.next.RoundTrip(req)
+		bodies.roundTripDone()
+		out, wait = retry.Evaluate(d.ctx, resp, err, cfg.clock.Now())
+		if out == retry.Rejected && !live && wantsCredentials(resp) {
+			credentials = true
+			// Sent without a live request's credentials: the refusal
+			// says nothing about the export, which waits, as for a busy
+			// server, for a live request to its destination. It is never
+			// quarantined for this.
+			out = retry.ServerBusy
+			detail = "waiting for credentials: " + retry.Cause(resp, nil)
+			discard(resp)
+			if ok, held := d.credsLimit.allow(); ok {
+				cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live request to its destination (or WithEndpointHeaders for it)",
+					"destination", dest.String(), "answer", detail, "similar_since_last", held)
+			}
+		} else {
+			detail = describe(resp, err, out)
+		}
+	}
+
+	var settleErr error
+	switch {
+	case out == retry.Delivered:
+		settleErr = d.spool.Ack(rec.ID)
+		d.counters.delivered.Add(1)
+	case out == retry.Rejected:
+		settleErr = d.spool.Quarantine(rec.ID, detail)
+		d.counters.quarantined.Add(1)
+		if ok, held := d.rejectLimit.allow(); ok {
+			cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
+				"destination", dest.String(), "answer", detail, "dir", d.spool.Dir(), "similar_since_last", held)
+		}
+	case out.Retryable():
+		d.counters.retried.Add(1)
+	}
+	// canceled: shutting down; the spool returns the record to the line.
+	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
+		cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
+	}
+	return result{out: out, retryAfter: wait, target: &target, cause: detail, nameLookup: isNameLookup(err), credentials: credentials}
+}
+
+// wantsCredentials reports an answer that refuses the request's
+// credentials rather than the export: 401 and 403.
+func wantsCredentials(resp *http.Response) bool {
+	return resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
+}
+
+// describe closes resp and says what the attempt came to: for a refusal,
+// the start of its body, the reason the record is quarantined; for a
+// retryable failure, its cause (retry.Cause).
+func describe(resp *http.Response, err error, out retry.Outcome) string {
+	var detail string
+	switch {
+	case out == retry.Rejected && resp != nil:
+		detail = retry.Refusal(resp)
+	case out.Retryable():
+		detail = retry.Cause(resp, err)
+	}
+	if resp != nil {
+		discard(resp)
+	}
+	return detail
+}
+
+// probe sends an empty export (a valid OTLP request with no data) to the
+// destination of the record that failed last, and reports how it went.
+func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64) {
+	res := result{lane: l, epoch: epoch, out: retry.Unreachable, delivered: probeMark}
+	defer func() { d.results <- res }()
+	if target == nil {
+		return
+	}
+	body, ct := []byte{}, "application/x-protobuf"
+	if target.ContentType == "application/json" {
+		body, ct = []byte("{}"), "application/json"
+	}
+	req, cancel, _, err := d.request(target, body, ct, "", d.cfg.probeTimeout)
+	if err != nil {
+		return
+	}
+	defer cancel()
+	resp, err := d.next.RoundTrip(req)
+	res.out, _ = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
+	res.nameLookup = isNameLookup(err)
+	if err == nil {
+		discard(resp)
+	}
+}
+
+// probeMark in result.delivered tells a probe's result from a send's.
+const probeMark = -1
+
+// isNameLookup tells whether err is a failure to resolve a host name.
+func isNameLookup(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+// probeEvery says how often to probe during the wait that follows a
+// failure, or 0 for not at all. An unreachable destination is probed
+// often: the probe costs it nothing, as the host refuses the connection or
+// never sees it. When the name did not resolve, each probe is a query to
+// the resolver, which is spared with at most one a second. A busy one is
+// probed only during long waits and only when it set no Retry-After, so
+// that it is spared the load yet recovery is noticed within the interval
+// rather than at the end of a wait that may have doubled past the outage.
+func probeEvery(cfg *config, r result, wait time.Duration) time.Duration {
+	switch {
+	case r.out == retry.Unreachable && r.nameLookup && cfg.probeInterval > 0:
+		return max(cfg.probeInterval, nameLookupProbeInterval)
+	case r.out == retry.Unreachable:
+		return cfg.probeInterval
+	case r.out == retry.ServerBusy && r.retryAfter == 0 && cfg.busyProbeInterval > 0 && wait > cfg.busyProbeInterval:
+		return cfg.busyProbeInterval
+	}
+	return 0
+}
+
+// nameLookupProbeInterval is the least time between probes of a
+// destination whose name does not resolve.
+const nameLookupProbeInterval = time.Second
+
+// request builds the request for a spooled record: the live URL and
+// headers of its own destination when this process has seen them (live is
+// then true), else the headers configured for that destination, else none.
+// Headers of one destination never go to another. A nil body is left for
+// the caller to set.
+func (d *delivery) request(rec *spool.Record, body []byte, contentType, encoding string, timeout time.Duration) (req *http.Request, cancel context.CancelFunc, live bool, err error) {
+	e := d.urls.lookup(rec.URL)
+	if e.url == nil {
+		return nil, nil, false, fmt.Errorf("unusable URL %q", rec.URL)
+	}
+	var (
+		u      *url.URL
+		header http.Header
+	)
+	if lr, ok := d.live.lookup(e.dest); ok {
+		// The live request's URL, copied, with its query string.
+		live = true
+		lu := lr.url
+		u = &lu
+		header = make(http.Header, len(lr.header)+len(rec.Header)+2)
+		for k, v := range lr.header {
+			// Shared, not copied: the value slices are the destination's
+			// own clone, full to capacity, which RoundTrippers do not
+			// modify.
+			header[k] = v
+		}
+	} else {
+		cu := *e.url
+		u = &cu
+		configured, _ := d.cfg.headersFor(u)
+		header = make(http.Header, len(configured)+len(rec.Header)+2)
+		for k, v := range configured {
+			header[k] = append([]string(nil), v...)
+		}
+	}
+	for k, v := range rec.Header {
+		header[k] = append([]string(nil), v...)
+	}
+	delete(header, "Content-Encoding")
+	header["Content-Type"] = []string{contentType}
+	if encoding != "" {
+		header["Content-Encoding"] = []string{encoding}
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, timeout)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "", rd)
+	if err != nil {
+		cancel()
+		return nil, nil, false, fmt.Errorf("unusable URL %q: %w", rec.URL, err)
+	}
+	req.URL, req.Host, req.Header = u, u.Host, header
+	return req, cancel, live, nil
+}
+
+// leftError says, by destination, why what is left in the spool waits.
+func leftError(left []DestinationStats) string {
+	if len(left) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(left))
+	for _, st := range slices.SortedFunc(slices.Values(left), func(a, b DestinationStats) int { return strings.Compare(a.URL, b.URL) }) {
+		p := st.URL + ": " + st.State
+		if st.Cause != "" && st.State != stateCredentials {
+			p += " (" + st.Cause + ")"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
+}
