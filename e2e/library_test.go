@@ -368,12 +368,12 @@ func (c *countingExporter) counts() (acked, failed int) {
 
 // newTransport is a Transport with every default but the folder, logging
 // to the test.
-func newTransport(t *testing.T, name, dir string) *otlpretry.Transport {
+func newTransport(t *testing.T, name, dir string, opts ...otlpretry.Option) *otlpretry.Transport {
 	t.Helper()
-	rt, err := otlpretry.New(
+	rt, err := otlpretry.New(append([]otlpretry.Option{
 		otlpretry.WithDir(dir),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
-	)
+	}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

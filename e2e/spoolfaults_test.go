@@ -257,7 +257,9 @@ func TestCorruptSpoolAtStart(t *testing.T) {
 		}
 	}
 
-	rt := newTransport(t, "corrupt", dir)
+	// The records were left by another process and no live request comes:
+	// the receiver needs no credentials, and this says so.
+	rt := newTransport(t, "corrupt", dir, otlpretry.WithEndpointHeaders(s.url, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), flushLimit)
 	defer cancel()
 	var intact []otlptest.SpanKey
