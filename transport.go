@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -445,12 +446,11 @@ func discard(resp *http.Response) {
 // spooledResponse is an empty Export*ServiceResponse in the request's
 // encoding: an empty protobuf message is zero bytes, in JSON "{}".
 func spooledResponse(req *http.Request) *http.Response {
-	ct := req.Header.Get("Content-Type")
-	body := []byte{}
-	if ct == "application/json" {
-		body = []byte("{}")
-	} else {
-		ct = "application/x-protobuf"
+	// The media type decides, whatever its parameters
+	// ("application/json; charset=utf-8" is JSON).
+	ct, body := "application/x-protobuf", []byte{}
+	if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "application/json" {
+		ct, body = "application/json", []byte("{}")
 	}
 	h := http.Header{}
 	h.Set("Content-Type", ct)

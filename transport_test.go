@@ -242,9 +242,11 @@ func TestLongRetryAfterGoesStraightToSpool(t *testing.T) {
 }
 
 func TestHandOffAnswersWithEmptyResponseOfRequestEncoding(t *testing.T) {
-	for _, tc := range []struct{ contentType, wantBody string }{
-		{"application/x-protobuf", ""},
-		{"application/json", "{}"},
+	for _, tc := range []struct{ contentType, wantBody, wantType string }{
+		{"application/x-protobuf", "", "application/x-protobuf"},
+		{"application/json", "{}", "application/json"},
+		{"application/json; charset=utf-8", "{}", "application/json"},
+		{"Application/JSON", "{}", "application/json"},
 	} {
 		t.Run(tc.contentType, func(t *testing.T) {
 			h := newHarness(t, WithImmediateRetryDelay(-1))
@@ -256,7 +258,7 @@ func TestHandOffAnswersWithEmptyResponseOfRequestEncoding(t *testing.T) {
 				t.Fatal(err)
 			}
 			body := readAll(t, resp)
-			if resp.StatusCode != 200 || string(body) != tc.wantBody || resp.Header.Get("Content-Type") != tc.contentType {
+			if resp.StatusCode != 200 || string(body) != tc.wantBody || resp.Header.Get("Content-Type") != tc.wantType {
 				t.Fatalf("got %d %q %q", resp.StatusCode, body, resp.Header.Get("Content-Type"))
 			}
 		})
