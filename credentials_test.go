@@ -3,6 +3,8 @@ package otlpretry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otlpretry/otlpretry/internal/otlptest"
+	"github.com/otlpretry/otlpretry/spool"
 )
 
 // storeFor exports n spans to endpoint with header through a transport on
@@ -156,5 +159,69 @@ func TestEndpointHeadersMatchTheirDestination(t *testing.T) {
 	}
 	if _, err := New(WithDir(t.TempDir()), WithEndpointHeaders("collector:4318", nil)); err == nil {
 		t.Error("a URL without a scheme must fail New")
+	}
+}
+
+// TestNoteNamesDestinationsWaitingForCredentials: a process whose stored
+// exports wait for credentials says so in its note in the spool folder,
+// which `otlpretry status` reads; once they are delivered the note says
+// the destination is healthy.
+func TestNoteNamesDestinationsWaitingForCredentials(t *testing.T) {
+	coll := otlptest.StartCollector(t)
+	coll.RequireHeader("Authorization", "Bearer token-a")
+	coll.Stop()
+	dir := filepath.Join(t.TempDir(), "spool")
+	storeFor(t, dir, coll.Endpoint(otlptest.Traces), http.Header{"Authorization": {"Bearer token-a"}}, 2)
+	if err := coll.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(WithDir(dir), WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Shutdown(context.Background())
+	if err := rt.ForceFlush(ctxTimeout(t, 10*time.Second)); !errors.Is(err, ErrNotDelivered) {
+		t.Fatalf("ForceFlush: %v, want ErrNotDelivered", err)
+	}
+	note := func() ownerNote {
+		t.Helper()
+		owners, err := spool.Owners(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range owners {
+			if o.Alive && o.Note != nil {
+				var n ownerNote
+				if err := json.Unmarshal(o.Note, &n); err != nil {
+					t.Fatalf("note %q: %v", o.Note, err)
+				}
+				return n
+			}
+		}
+		t.Fatalf("no note from the live process: %+v", owners)
+		return ownerNote{}
+	}
+	want := noteDestination{URL: coll.Endpoint(otlptest.Traces), State: "waiting for credentials"}
+	if n := note(); len(n.Destinations) != 1 || n.Destinations[0] != want {
+		t.Fatalf("note %+v, want %+v", n, want)
+	}
+
+	body, _ := otlptest.TraceBody(1)
+	req, _ := http.NewRequest(http.MethodPost, coll.Endpoint(otlptest.Traces), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Authorization", "Bearer token-a")
+	resp, err := rt.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if err := rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n := note(); len(n.Destinations) != 1 || n.Destinations[0].State != "healthy" {
+		t.Fatalf("note after delivery %+v, want healthy", n)
+	}
+	if coll.BadCredentials() != 0 || coll.Spans() != 5 {
+		t.Fatalf("refused requests %d, spans %d", coll.BadCredentials(), coll.Spans())
 	}
 }

@@ -61,6 +61,7 @@ type delivery struct {
 	pooled       int  // sends in flight on the shared slots
 	working      bool // the spool has had work: rescan it now and then
 	flushWaiters []chan flushDone
+	noteFailed   bool // writing the owner's note failed, and it was said
 }
 
 // deliveryDeps are what delivery needs of the Transport, and no more.
@@ -302,6 +303,7 @@ func (d *delivery) run() {
 			// Claim again: the spool rescans for records left by processes
 			// that died while this one runs.
 		}
+		d.note()
 	}
 }
 

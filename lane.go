@@ -41,6 +41,9 @@ type lane struct {
 	backlog     bool // a claim saw records for it waiting
 	since       time.Time
 	drained     int // records delivered since the backlog began
+	// notedState and notedCause are what the owner's note last said of
+	// the lane (see delivery.note).
+	notedState, notedCause string
 }
 
 type laneState int

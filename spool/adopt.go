@@ -20,7 +20,7 @@ func (s *Spool) adoptOrphans() {
 	}
 	seen := map[string]bool{}
 	for _, name := range names {
-		owner := strings.TrimSuffix(name, lockExt)
+		owner := strings.TrimSuffix(strings.TrimSuffix(name, lockExt), noteExt)
 		if owner == s.owner || seen[owner] || strings.HasPrefix(owner, ".") {
 			continue
 		}
@@ -51,6 +51,7 @@ func (s *Spool) adoptOwner(owner string) {
 		// A lock with no folder: stale, unless it is brand new and its
 		// owner is about to lock it.
 		if fi, err := fsys.Stat(lock); err == nil && s.cfg.now().Sub(fi.ModTime()) > staleLockAge {
+			_ = fsys.Remove(dir + noteExt)
 			_ = fsys.Remove(lock)
 		}
 		return
@@ -102,6 +103,7 @@ func (s *Spool) adoptOwner(owner string) {
 		s.cfg.logger.Warn("spool: cannot remove a dead process's folder", "dir", dir, "err", err)
 		return
 	}
+	_ = fsys.Remove(dir + noteExt)
 	_ = fsys.Remove(lock)
 	if moved > 0 || torn > 0 {
 		s.cfg.logger.Info("spool: adopted the records of a process that is gone",

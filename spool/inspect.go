@@ -158,6 +158,9 @@ type Owner struct {
 	// PID is the process ID the owner had (in its PID namespace), read
 	// from Name; 0 when Name does not start with one.
 	PID int
+	// Note is what the process last wrote about itself (Spool.WriteNote),
+	// nil if nothing; a gone owner's note says what it was doing.
+	Note []byte
 	// Alive is true while the process holds its lock: it is running with
 	// the spool open, and writes or sends the records in its folder. The
 	// records of a gone owner (killed, or closed without handing them
@@ -187,7 +190,8 @@ func Owners(dir string) ([]Owner, error) {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		o := Owner{Name: e.Name(), Alive: ownerAlive(filepath.Join(dir, ownersDir, e.Name()) + lockExt)}
+		path := filepath.Join(dir, ownersDir, e.Name())
+		o := Owner{Name: e.Name(), Alive: ownerAlive(path + lockExt), Note: readNote(path)}
 		if pid, _, ok := strings.Cut(o.Name, "-"); ok {
 			if n, err := strconv.Atoi(pid); err == nil && n > 0 {
 				o.PID = n

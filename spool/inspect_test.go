@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -146,7 +147,7 @@ func TestOwners(t *testing.T) {
 		t.Fatalf("Owners = %+v, want %+v", got, want)
 	}
 	for _, o := range got {
-		if o != want[o.Name] {
+		if !reflect.DeepEqual(o, want[o.Name]) {
 			t.Errorf("owner %+v, want %+v", o, want[o.Name])
 		}
 	}

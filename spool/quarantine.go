@@ -153,12 +153,18 @@ func (s *Spool) trimQuarantineLocked() []quarantined {
 }
 
 // writeQuarantineFile writes data as the quarantine's file name,
-// atomically: a temporary file, synced in SyncDurable mode, renamed into
-// place, and the folder synced. Nothing is left behind when it fails.
+// atomically (see writeFileAtomic).
 func (s *Spool) writeQuarantineFile(name string, data []byte) error {
+	return s.writeFileAtomic(s.quarantine, name, data)
+}
+
+// writeFileAtomic writes data as the file name in dir, atomically: a
+// temporary file, synced in SyncDurable mode, renamed into place, and the
+// folder synced. Nothing is left behind when it fails.
+func (s *Spool) writeFileAtomic(dir, name string, data []byte) error {
 	fsys := s.cfg.fs
 	durable := s.cfg.sync == SyncDurable
-	tmp := filepath.Join(s.quarantine, tempPrefix+name)
+	tmp := filepath.Join(dir, tempPrefix+name)
 	f, err := fsys.Create(tmp, filePerm)
 	if err != nil {
 		return err
@@ -171,14 +177,14 @@ func (s *Spool) writeQuarantineFile(name string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = fsys.Rename(tmp, filepath.Join(s.quarantine, name))
+		err = fsys.Rename(tmp, filepath.Join(dir, name))
 	}
 	if err != nil {
 		_ = fsys.Remove(tmp)
 		return err
 	}
 	if durable {
-		return fsys.SyncDir(s.quarantine)
+		return fsys.SyncDir(dir)
 	}
 	return nil
 }

@@ -187,6 +187,7 @@ func (s *Spool) takeOwnership() error {
 
 func (s *Spool) releaseOwnership() {
 	_ = s.cfg.fs.RemoveAll(s.mine)
+	_ = s.cfg.fs.Remove(s.mine + noteExt)
 	_ = s.cfg.fs.Remove(s.mine + lockExt)
 	if s.unlock != nil {
 		_ = s.unlock()

@@ -65,6 +65,24 @@ func formatStatus(r *spoolinfo.Report) string {
 			fmt.Fprintf(tw, "  pid %s\t%s\t%d\texports\t%s\n", pid(p.PID), state, p.Records, humanBytes(p.Bytes))
 		}
 		tw.Flush()
+		var said []string
+		for _, p := range r.Processes {
+			for _, d := range p.Destinations {
+				state := d.State
+				if d.Cause != "" {
+					state += ": " + d.Cause
+				}
+				said = append(said, fmt.Sprintf("  pid %s\t%s\t%s\n", pid(p.PID), d.URL, state))
+			}
+		}
+		if len(said) > 0 {
+			b.WriteString("\nDestinations, as the running processes last said:\n")
+			tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+			for _, line := range said {
+				fmt.Fprint(tw, line)
+			}
+			tw.Flush()
+		}
 	}
 	if r.Orphaned.Records > 0 {
 		fmt.Fprintf(&b, "\n%d export(s) of a process that is gone are delivered by the next process that opens this folder.\n", r.Orphaned.Records)

@@ -191,7 +191,25 @@ func TestStatusTellsRunningFromGone(t *testing.T) {
 		t.Fatalf("while the relay runs: held %d, orphaned %d, waiting %d, processes %+v; want 3 held by pid %d, running",
 			rep.Held.Records, rep.Orphaned.Records, rep.Waiting.Records, rep.Processes, pid)
 	}
+	// The running relay's note says why its exports wait: the destination
+	// and the cause. It is written right after the failure is taken in, so
+	// it may lag the export's answer by a moment.
+	traces := col.Endpoint(otlptest.Traces)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ds := rep.Processes[0].Destinations
+		if len(ds) == 1 && ds[0].URL == traces && ds[0].State == "waiting" && ds[0].Cause == "connection refused" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status names no waiting destination with its cause: %+v", ds)
+		}
+		time.Sleep(20 * time.Millisecond)
+		rep = status()
+	}
 	text := runCmd(t, env, "status", "--dir", dir)
+	if want := fmt.Sprintf("pid %d  %s  waiting: connection refused", pid, traces); !strings.Contains(text.stdout, want) {
+		t.Errorf("status lacks %q:\n%s", want, text.stdout)
+	}
 	if want := fmt.Sprintf("pid %d  running  3", pid); !strings.Contains(text.stdout, want) || strings.Contains(text.stdout, fmt.Sprintf("pid %d  gone", pid)) {
 		t.Errorf("status while the relay runs lacks %q or says gone:\n%s", want, text.stdout)
 	}

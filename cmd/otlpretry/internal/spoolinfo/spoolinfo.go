@@ -9,6 +9,7 @@
 package spoolinfo
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -69,7 +70,19 @@ type Process struct {
 	// them to the next process that opens the folder, which delivers
 	// them.
 	Alive bool `json:"alive"`
+	// Destinations are what a running process last said of the
+	// destinations it sends to (its note in the folder): the state
+	// ("healthy", "waiting", "waiting for credentials") and the cause of
+	// the last failure. Empty for a process that is gone or wrote none.
+	Destinations []Destination `json:"destinations,omitempty"`
 	Group
+}
+
+// Destination is a process's word on one destination, from its note.
+type Destination struct {
+	URL   string `json:"url"`
+	State string `json:"state"`
+	Cause string `json:"cause,omitempty"`
 }
 
 // Report is what a spool folder holds.
@@ -181,6 +194,15 @@ func Inspect(dir string, now time.Time) (*Report, error) {
 			byOwner[o.Name] = &Process{Owner: o.Name, Alive: o.Alive}
 		}
 		byOwner[o.Name].PID = o.PID
+		if o.Alive && o.Note != nil {
+			// The note's format is the library's (ownerNote in note.go).
+			var note struct {
+				Destinations []Destination `json:"destinations"`
+			}
+			if json.Unmarshal(o.Note, &note) == nil {
+				byOwner[o.Name].Destinations = note.Destinations
+			}
+		}
 	}
 	for _, p := range byOwner {
 		p.finish(now)
