@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 // cleanEnv is the environment of a subprocess under test (otlptest.CleanEnv).
-func cleanEnv(t *testing.T, extra ...string) []string {
+func cleanEnv(t testing.TB, extra ...string) []string {
 	t.Helper()
 	return otlptest.CleanEnv(t, extra...)
 }
@@ -74,12 +74,12 @@ func checkNoRace(t *testing.T, stderr string) {
 // relayProc is a running relay.
 type relayProc struct {
 	*otlptest.Relay
-	t *testing.T
+	t testing.TB
 }
 
 // startRelay starts `otlpretry relay --listen 127.0.0.1:0 args...` and
 // waits until it listens.
-func startRelay(t *testing.T, env []string, args ...string) *relayProc {
+func startRelay(t testing.TB, env []string, args ...string) *relayProc {
 	t.Helper()
 	r := otlptest.StartRelay(t, binPath, env, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
 	return &relayProc{Relay: r, t: t}
