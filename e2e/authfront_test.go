@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,8 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/otlpretry/otlpretry/internal/otlptest"
 )
 
 // exportIDHeader numbers the live exports a test follows one by one (see
@@ -147,4 +151,43 @@ func startObservedSink(t *testing.T, onMetrics func(pmetric.Metrics), onLogs fun
 	}
 	t.Fatalf("starting the OTLP receiver: %v", lastErr)
 	return nil
+}
+
+// TestAuthFront: the check in front of a receiver forwards a request with
+// its own token and answers 401, without forwarding, to one with another
+// token or none, counting each by the value it carried.
+func TestAuthFront(t *testing.T) {
+	t.Parallel()
+	s := startSink(t)
+	f := startAuthFront(t, s.url, tokenA)
+	body, _ := otlptest.TraceBody(3)
+	for _, c := range []struct {
+		auth string
+		want int
+	}{{tokenA, http.StatusOK}, {tokenB, http.StatusUnauthorized}, {"", http.StatusUnauthorized}} {
+		req, err := http.NewRequest(http.MethodPost, f.url+"/v1/traces", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("Authorization %q: status %d, want %d", c.auth, resp.StatusCode, c.want)
+		}
+	}
+	requests, bad := f.counts()
+	if want := map[string]int{tokenB: 1, "": 1}; requests != 3 || !maps.Equal(bad, want) {
+		t.Errorf("%d requests, refused %v; want 3 and %v", requests, bad, want)
+	}
+	if n, _ := s.spanCounts(); n != 3 {
+		t.Errorf("the receiver got %d spans, want the 3 of the one good request", n)
+	}
 }
