@@ -11,6 +11,19 @@
 // in the same run, on its own proxy and receiver; its rows (plain/<kind>,
 // result "baseline") report what it lost and are not checked.
 //
+// Two scenarios cover many destinations in one spool. TestDestinations runs
+// one transport under the trace, metric and log exporters, traces to
+// receiver A and metrics and logs to receiver B, each with its own token;
+// A refuses connections for 60 s (the one long scenario of the default
+// suite) while B's exports must all go direct, and it logs B's export-call
+// p99, B's delay from produce to receipt and the time A's backlog took to
+// drain (go test -v). TestTwoProcesses kills a process that stored exports
+// for A with SIGKILL and has a second process on the same folder, exporting
+// to B, deliver them to A once A's credentials come from a live request or
+// from WithEndpointHeaders. A check in front of each receiver answers 401
+// to any request without that receiver's own token, and both scenarios fail
+// on any such request.
+//
 // The long scenarios are opt-in: go test ./e2e/... -args -soak (or
 // OTLPRETRY_SOAK=1) adds the 10-minute library soak at 2,000 spans/s with
 // its resident-memory check (run it without -race), the 60 s flapping run

@@ -16,6 +16,9 @@ import (
 var relayBin string
 
 func TestMain(m *testing.M) {
+	if isChild() {
+		os.Exit(m.Run()) // a process of a scenario: no relay, no table
+	}
 	bin, remove, err := otlptest.BuildOtlpretry("..", raceEnabled) // the root module: the working tree under test
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -133,7 +136,8 @@ func printTable(w *os.File) (passed, failed, skipped int) {
 
 // rank orders the table: the library's fault kinds (each followed by the
 // plain exporter's baseline, where it runs), the relay's, flapping, kills,
-// disk faults, metrics and logs, security.
+// disk faults, metrics and logs, two destinations, two processes,
+// security.
 func rank(scenario string) int {
 	var order []string
 	for _, k := range libraryFaults {
@@ -149,6 +153,8 @@ func rank(scenario string) int {
 		"relay/sigkill-10x-20s", "relay/sigkill-20x-60s",
 		"library/disk-full-outage", "library/corrupt-spool",
 		"library/metrics-refuse", "library/logs-refuse",
+		"dest/A-traces-down-60s", "dest/B-metrics-up", "dest/B-logs-up",
+		"2proc/live-credentials", "2proc/configured-creds",
 		"security/spool", "security/relay-loopback", "security/read-only-spool")
 	if i := slices.Index(order, scenario); i >= 0 {
 		return i

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,22 @@ type SpanKey struct {
 // backends display them, so test failures can be grepped against logs.
 func (k SpanKey) String() string {
 	return hex.EncodeToString(k.TraceID[:]) + "/" + hex.EncodeToString(k.SpanID[:])
+}
+
+// ParseSpanKey reads a key as String writes it.
+func ParseSpanKey(s string) (SpanKey, error) {
+	var k SpanKey
+	tid, sid, ok := strings.Cut(s, "/")
+	if !ok || hex.DecodedLen(len(tid)) != len(k.TraceID) || hex.DecodedLen(len(sid)) != len(k.SpanID) {
+		return k, fmt.Errorf("otlptest: span key %q: want traceid/spanid in hex", s)
+	}
+	if _, err := hex.Decode(k.TraceID[:], []byte(tid)); err != nil {
+		return k, fmt.Errorf("otlptest: span key %q: %w", s, err)
+	}
+	if _, err := hex.Decode(k.SpanID[:], []byte(sid)); err != nil {
+		return k, fmt.Errorf("otlptest: span key %q: %w", s, err)
+	}
+	return k, nil
 }
 
 func spanKey(traceID, spanID []byte) SpanKey {

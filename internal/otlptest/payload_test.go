@@ -64,3 +64,16 @@ func TestSpanKeyString(t *testing.T) {
 		t.Fatalf("%s, want %s", got, want)
 	}
 }
+
+func TestParseSpanKey(t *testing.T) {
+	k := SpanKey{TraceID: [16]byte{0: 0xfe, 15: 1}, SpanID: [8]byte{0xab, 7: 2}}
+	got, err := ParseSpanKey(k.String())
+	if err != nil || got != k {
+		t.Fatalf("ParseSpanKey(%q) = %v, %v; want %v", k.String(), got, err, k)
+	}
+	for _, bad := range []string{"", "/", "00/ab", "0000000000000000000000000000000g/ab00000000000000", "00000000000000000000000000000001ab00000000000000"} {
+		if _, err := ParseSpanKey(bad); err == nil {
+			t.Errorf("ParseSpanKey(%q) succeeded, want an error", bad)
+		}
+	}
+}
