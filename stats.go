@@ -26,8 +26,10 @@ type Stats struct {
 	// CircuitOpen is true while some destination fails and new exports
 	// to it go straight to the spool.
 	CircuitOpen bool
-	// Destinations is the state of delivery to each destination this
-	// process has sent to or found exports for, sorted by URL.
+	// Destinations is the state of delivery to each destination that has
+	// failed, or for which exports were stored, since New, sorted by URL.
+	// A destination whose exports have all gone direct is not listed: its
+	// exports never needed a lane, and the hot path does not make one.
 	Destinations []DestinationStats
 
 	// Direct exports were delivered by their own attempts: the first, the
