@@ -57,21 +57,41 @@ func (t *Transport) DialOption() grpc.DialOption {
 // definite refusal (a non-retryable code) and a partial success go back
 // to the caller as the server gave them. The call's metadata is kept in
 // memory only, as the latest live call's metadata of its destination.
+//
+// The request may also be given as []byte, a serialized
+// Export*ServiceRequest, with a *[]byte reply, as a relay forwards what it
+// received without decoding it: the interceptor then sends the bytes as
+// they are, with a codec that passes them through, whatever codec the
+// call names.
 func (t *Transport) UnaryClientInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	signal, ok := grpcSignal(method)
-	msg, isMsg := req.(proto.Message)
-	if !ok || !isMsg || t.closed.Load() {
+	if !ok || t.closed.Load() || ctx.Value(ownCallKey{}) != nil {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
-	dest := t.endpoints.grpc.observe(ctx, cc, method, opts)
-	t.delivery.liveSeen(dest)
-	c := &grpcCall{t: t, ctx: ctx, method: method, signal: signal, dest: dest, msg: msg,
-		cc: cc, invoker: invoker, opts: opts}
+	c := &grpcCall{t: t, ctx: ctx, method: method, signal: signal, cc: cc, invoker: invoker, opts: opts}
+	switch m := req.(type) {
+	case proto.Message:
+		c.msg = m
+	case []byte:
+		if m == nil {
+			m = []byte{}
+		}
+		c.data = m
+	default:
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c.dest = t.endpoints.grpc.observe(ctx, cc, method, opts)
+	t.delivery.liveSeen(c.dest)
 	return c.run(reply)
 }
 
 // isGRPC tells a destination reached over gRPC.
 func (d destination) isGRPC() bool { return d.scheme == "grpc" || d.scheme == "grpcs" }
+
+// ownCallKey marks the context of the Transport's own calls (background
+// delivery and probes), which go over the exporters' connections and so
+// through the interceptor, which lets them pass.
+type ownCallKey struct{}
 
 // grpcConns keeps, in memory only, what background delivery needs to send
 // a gRPC destination's stored exports: the live connection the latest call

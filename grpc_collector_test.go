@@ -55,15 +55,25 @@ type grpcCollector struct {
 
 func newGRPCCollector(t testing.TB, script ...grpcStep) *grpcCollector {
 	t.Helper()
-	c := &grpcCollector{script: script, entered: make(chan struct{}, 16)}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	c, err := startGRPCCollector(script...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.addr = lis.Addr().String()
-	c.serve(lis)
 	t.Cleanup(c.stop)
 	return c
+}
+
+// startGRPCCollector starts a collector on a free port of 127.0.0.1; stop
+// ends it.
+func startGRPCCollector(script ...grpcStep) (*grpcCollector, error) {
+	c := &grpcCollector{script: script, entered: make(chan struct{}, 16)}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	c.addr = lis.Addr().String()
+	c.serve(lis)
+	return c, nil
 }
 
 func (c *grpcCollector) serve(lis net.Listener) {

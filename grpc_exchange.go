@@ -27,7 +27,7 @@ type grpcCall struct {
 	method  string
 	signal  spool.Signal
 	dest    destination
-	msg     proto.Message
+	msg     proto.Message // nil when the request came serialized (data)
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
 	opts    []grpc.CallOption
@@ -81,11 +81,14 @@ func (c *grpcCall) run(reply any) error {
 	return nil
 }
 
-// newReply returns an empty message of reply's type, or reply itself when
-// it is not a protobuf message.
+// newReply returns an empty reply of reply's type (a protobuf message or
+// *[]byte), or reply itself for any other type.
 func newReply(reply any) any {
-	if m, ok := reply.(proto.Message); ok {
+	switch m := reply.(type) {
+	case proto.Message:
 		return m.ProtoReflect().New().Interface()
+	case *[]byte:
+		return new([]byte)
 	}
 	return reply
 }
@@ -94,8 +97,11 @@ func newReply(reply any) any {
 // partial success) when it accepted the export.
 func (c *grpcCall) answer(r directResult, reply, own any) error {
 	if r.out == retry.Delivered && reply != own {
-		if dst, ok := reply.(proto.Message); ok {
+		switch dst := reply.(type) {
+		case proto.Message:
 			proto.Merge(dst, own.(proto.Message))
+		case *[]byte:
+			*dst = *own.(*[]byte)
 		}
 	}
 	return c.conclude(r)
@@ -218,6 +224,9 @@ func (c *grpcCall) bytes() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.data != nil {
+		if len(c.data) > spool.MaxBodySize {
+			return nil, fmt.Errorf("%w: export of %d bytes", spool.ErrTooLarge, len(c.data))
+		}
 		return c.data, nil
 	}
 	if size := proto.Size(c.msg); size > spool.MaxBodySize {

@@ -56,7 +56,7 @@ func (d *delivery) invokeGRPC(dest destination, body []byte, timeout time.Durati
 	if !ok {
 		return false, errNoConnection
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(d.ctx, ownCallKey{}, true), timeout)
 	defer cancel()
 	if len(call.md) > 0 {
 		ctx = metadata.NewOutgoingContext(ctx, call.md)

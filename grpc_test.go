@@ -5,6 +5,7 @@ import (
 	"context"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -29,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/otlpretry/otlpretry"
 )
@@ -359,5 +362,121 @@ func TestGRPCRefusedStoredAndDelivered(t *testing.T) {
 	}
 	if st := rt.Stats(); st.Records != 0 || st.Delivered != 4 || st.CircuitOpen {
 		t.Errorf("after delivery Stats.Records = %d, Delivered = %d, CircuitOpen = %v; want 0, 4, false", st.Records, st.Delivered, st.CircuitOpen)
+	}
+}
+
+// Exports a previous process stored for a gRPC destination wait while
+// this process has no live connection to it and no headers configured
+// for it, and are delivered with the metadata of the first live call.
+func TestGRPCStoredWaitForLiveCall(t *testing.T) {
+	ctx := context.Background()
+	col := newGRPCCollector(t)
+	dir := t.TempDir()
+
+	first, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithLogger(slog.New(slog.DiscardHandler)),
+		otlpretry.WithImmediateRetryDelay(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := newTraceExporter(t, dialGRPC(t, col.addr, first, nil))
+	col.stop()
+	if err := exportSpan(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	col.restart(t)
+	rt := newGRPCTransport(t, dir)
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rt.ForceFlush(fctx); err == nil || !strings.Contains(err.Error(), "waiting for credentials") {
+		t.Fatalf("ForceFlush without a live call: %v, want the export waiting for credentials", err)
+	}
+	if spans, _, _, calls := col.counts(); spans != 0 || calls != 0 {
+		t.Fatalf("sent without a live call: %d spans in %d calls", spans, calls)
+	}
+
+	exp2 := newTraceExporter(t, dialGRPC(t, col.addr, rt, nil))
+	if err := exportSpan(ctx, exp2); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, rt)
+	if spans, _, _, _ := col.counts(); spans != 2 {
+		t.Errorf("collector got %d spans, want 2", spans)
+	}
+	for i, md := range col.metadata() {
+		if got := md.Get("authorization"); len(got) != 1 || got[0] != grpcToken {
+			t.Errorf("call %d had authorization %q, want the live call's", i, got)
+		}
+	}
+}
+
+// With headers configured for the gRPC destination, stored exports are
+// sent without a live call, over a connection of the Transport's own,
+// with those headers as metadata.
+func TestGRPCStoredSentWithConfiguredHeaders(t *testing.T) {
+	ctx := context.Background()
+	col := newGRPCCollector(t)
+	dir := t.TempDir()
+
+	first, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithLogger(slog.New(slog.DiscardHandler)),
+		otlpretry.WithImmediateRetryDelay(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := newTraceExporter(t, dialGRPC(t, col.addr, first, nil))
+	col.stop()
+	if err := exportSpan(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	col.restart(t)
+	rt := newGRPCTransport(t, dir, otlpretry.WithEndpointHeaders("grpc://"+col.addr,
+		http.Header{"Authorization": {"Bearer configured"}}))
+	flush(t, rt)
+	if spans, _, _, _ := col.counts(); spans != 1 {
+		t.Fatalf("collector got %d spans, want 1", spans)
+	}
+	if got := col.metadata()[0].Get("authorization"); len(got) != 1 || got[0] != "Bearer configured" {
+		t.Errorf("stored export sent with authorization %q, want the configured one", got)
+	}
+}
+
+// A request given as bytes, as a relay forwards it, is sent as it is, and
+// stored and delivered as it is when the collector is down.
+func TestGRPCRawBytesRequest(t *testing.T) {
+	ctx := context.Background()
+	col := newGRPCCollector(t)
+	rt := newGRPCTransport(t, t.TempDir())
+	cc := dialGRPC(t, col.addr, rt, nil)
+	req := &coltrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{Name: "a"}, {Name: "b"}}}},
+	}}}
+	data, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const method = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+	var reply []byte
+	if err := cc.Invoke(ctx, method, data, &reply); err != nil {
+		t.Fatalf("bytes through the interceptor: %v", err)
+	}
+	col.stop()
+	if err := cc.Invoke(ctx, method, data, &reply); err != nil {
+		t.Fatalf("bytes with the collector stopped: %v", err)
+	}
+	if st := rt.Stats(); st.Records != 1 {
+		t.Fatalf("Stats.Records = %d, want 1", st.Records)
+	}
+	col.restart(t)
+	waitReady(t, cc)
+	flush(t, rt)
+	if spans, _, _, _ := col.counts(); spans != 4 {
+		t.Errorf("collector got %d spans, want 4", spans)
 	}
 }
