@@ -735,6 +735,9 @@ func (d *delivery) deliver(l *lane, rec *spool.Record, epoch uint64, pooled bool
 // failure is retryable: run releases it then, once it has decided to wait
 // (released here, it could be claimed and sent again before).
 func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
+	if dest.isGRPC() {
+		return d.deliverOneGRPC(dest, rec)
+	}
 	cfg := d.cfg
 	target := *rec
 	target.Body = nil
@@ -824,6 +827,10 @@ func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64) {
 	res := result{lane: l, epoch: epoch, out: retry.Unreachable, delivered: probeMark}
 	defer func() { d.results <- res }()
 	if target == nil {
+		return
+	}
+	if e := d.urls.lookup(target.URL); e.dest.isGRPC() {
+		res.out = d.probeGRPC(e.dest)
 		return
 	}
 	body, ct := []byte{}, "application/x-protobuf"

@@ -14,10 +14,13 @@ import (
 // path, never anything secret. Each destination has its own delivery lane
 // (lane.go). A struct rather than a string so that finding the
 // destination of a live request, on every export, allocates nothing.
+//
+// The scheme names the protocol too: http and https for OTLP/HTTP, grpc
+// and grpcs (TLS) for OTLP/gRPC, whose host is the connection's target
+// and whose path is the Export method. An OTLP/HTTP and an OTLP/gRPC
+// endpoint on the same host are two destinations, each with its lane.
 type destination struct {
 	scheme, host, path string
-	// A protocol joins these when exports other than OTLP/HTTP are
-	// carried: the same URL then names two destinations.
 }
 
 func destinationOf(u *url.URL) destination {

@@ -13,6 +13,8 @@ import (
 type endpoints struct {
 	mu   sync.Mutex // guards live
 	live map[destination]liveRequest
+	// grpc keeps the live connections and metadata of gRPC destinations.
+	grpc *grpcConns
 }
 
 type liveRequest struct {
@@ -21,7 +23,7 @@ type liveRequest struct {
 }
 
 func newEndpoints() *endpoints {
-	return &endpoints{live: map[destination]liveRequest{}}
+	return &endpoints{live: map[destination]liveRequest{}, grpc: newGRPCConns()}
 }
 
 // observe records req as the latest live request to d.
@@ -34,8 +36,12 @@ func (e *endpoints) observe(d destination, req *http.Request) {
 	e.live[d] = liveRequest{url: *req.URL, header: req.Header.Clone()}
 }
 
-// lookup finds the live request to d.
+// lookup finds the live request to d. For a gRPC destination it reports
+// a live connection, with no request.
 func (e *endpoints) lookup(d destination) (liveRequest, bool) {
+	if d.isGRPC() {
+		return liveRequest{}, e.grpc.has(d)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l, ok := e.live[d]

@@ -292,7 +292,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 // longer than we hold an exporter for, or when the deadline of the
 // exporter, while it waits for x, would pass first (see
 // exchange.exporterDeadline).
-func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time.Duration) bool {
+func (t *Transport) shouldRetryNow(x deadliner, start time.Time, retryAfter time.Duration) bool {
 	if t.cfg.immediateRetryDelay < 0 {
 		return false
 	}
@@ -370,11 +370,21 @@ func (t *Transport) notStored(err error) error {
 }
 
 func (t *Transport) warnRetrying(req *http.Request, why string) {
+	t.warnRetryingDest(destinationOf(req.URL), why)
+}
+
+func (t *Transport) warnRetryingDest(dest destination, why string) {
 	if ok, _ := t.warnLimit.allow(); ok {
 		st := t.spool.Stats()
 		t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Currently retrying %d failed export(s) (%d bytes)", st.Records, st.Bytes),
-			"reason", why, "destination", redactedURL(req))
+			"reason", why, "destination", dest.String())
 	}
+}
+
+// deadliner is an export whose exporter may still wait for it, with its
+// deadline (exchange.exporterDeadline).
+type deadliner interface {
+	exporterDeadline() (time.Time, bool)
 }
 
 // newRecord describes an export for the spool, which strips what is

@@ -16,6 +16,13 @@
 //     timeout): Unreachable, retryable.
 //   - the caller's own context ended: Canceled, not the endpoint's fault.
 //
+// EvaluateGRPC makes the same decision for an OTLP/gRPC call from its
+// status: OK is Delivered; Unavailable, DeadlineExceeded and Cancelled are
+// Unreachable; Aborted, OutOfRange and DataLoss are ServerBusy, as is
+// ResourceExhausted when the server sent RetryInfo (else Rejected); a
+// RetryInfo delay is the wait, as Retry-After is over HTTP; every other
+// code is Rejected. CauseGRPC names a failed call's reason.
+//
 // Cause names a failed attempt's reason in a few words ("connection
 // refused", "name not found", "TLS handshake failed: ...", "HTTP 503
 // Service Unavailable"), and Refusal the reason a refused export is
