@@ -232,7 +232,7 @@ func (e *env) startRelay(ctx context.Context, l *lane) (string, error) {
 	}
 	l.diskDir = filepath.Join(l.dir, "spool")
 	if l.server, err = startServer(ctx, e.procs, "relay", l.dir, e.bins.relay, "relay",
-		"--listen", addr, "--endpoint", l.proxy.URL(), "--dir", l.diskDir); err != nil {
+		"--listen", addr, "--grpc-listen", "off", "--endpoint", l.proxy.URL(), "--dir", l.diskDir); err != nil {
 		return "", err
 	}
 	if err := waitHealthy(ctx, l.server, "http://"+addr+"/healthz", 30*time.Second); err != nil {

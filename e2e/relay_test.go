@@ -157,14 +157,16 @@ type relayProc struct {
 	client *http.Client
 }
 
-// startRelay starts `otlpretry relay args...` and waits until it listens.
-// It fails the test if the relay reports a data race.
+// startRelay starts `otlpretry relay --grpc-listen 127.0.0.1:0 args...`
+// and waits until it listens. It fails the test if the relay reports a data
+// race. The gRPC receiver is on a free port so that relays of parallel
+// tests do not contend for 4317.
 func startRelay(t *testing.T, env []string, args ...string) *relayProc {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &relayProc{
-		Relay:  otlptest.StartRelay(t, relayBin, env, args...),
+		Relay:  otlptest.StartRelay(t, relayBin, env, append([]string{"--grpc-listen", "127.0.0.1:0"}, args...)...),
 		client: &http.Client{Transport: tr, Timeout: 5 * time.Second},
 	}
 }

@@ -383,7 +383,7 @@ func TestReadOnlySpool(t *testing.T) {
 	}
 	t.Logf("otlpretry.New: %v", err)
 
-	cmd := exec.Command(relayBin, "relay", "--listen", "127.0.0.1:0", "--dir", dir, "--endpoint", "http://127.0.0.1:1")
+	cmd := exec.Command(relayBin, "relay", "--listen", "127.0.0.1:0", "--grpc-listen", "off", "--dir", dir, "--endpoint", "http://127.0.0.1:1")
 	cmd.Env = relayEnv(t)
 	cmd.WaitDelay = 30 * time.Second
 	out, err := cmd.CombinedOutput()

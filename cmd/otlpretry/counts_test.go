@@ -98,6 +98,10 @@ func TestCountsAgreeAcrossViews(t *testing.T) {
 		Upstream:  col.URL(),
 		Dir:       dir,
 		Upstreams: st.Upstreams,
+		Receivers: map[string]relay.Receiver{
+			"http": {Addr: r.Addr, Requests: map[string]uint64{"200": 5, "400": 1, "503": 1}},
+			"grpc": {Addr: r.grpcAddr, Requests: map[string]uint64{}},
+		},
 		Circuit:   "closed",
 		Delivered: relay.Delivered{Direct: 2, FromSpool: 1, Total: 3},
 		Spooled:   2, Retried: 1, Rejected: 1, Quarantined: 2,

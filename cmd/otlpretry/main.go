@@ -1,8 +1,8 @@
 // Command otlpretry keeps OpenTelemetry OTLP/HTTP exports through outages.
 //
 //	otlpretry demo     the transport through a scripted outage, on this machine only
-//	otlpretry relay    a local OTLP/HTTP receiver forwarding through the transport,
-//	                   for applications in any language
+//	otlpretry relay    a local OTLP/HTTP and OTLP/gRPC receiver forwarding through
+//	                   the transport, for applications in any language
 //	otlpretry status   what a spool folder holds
 //	otlpretry drain    send a spool folder's exports now
 //
@@ -36,7 +36,7 @@ type command struct {
 
 var commands = []command{
 	{"demo", "the transport through a scripted outage, on this machine only", runDemo},
-	{"relay", "a local OTLP/HTTP receiver forwarding through the transport", runRelay},
+	{"relay", "a local OTLP/HTTP and OTLP/gRPC receiver forwarding through the transport", runRelay},
 	{"status", "what a spool folder holds", runStatus},
 	{"drain", "send a spool folder's exports now", runDrain},
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -75,14 +76,22 @@ func checkNoRace(t *testing.T, stderr string) {
 type relayProc struct {
 	*otlptest.Relay
 	t testing.TB
+	// grpcAddr is where its OTLP/gRPC receiver listens, or "off".
+	grpcAddr string
 }
 
-// startRelay starts `otlpretry relay --listen 127.0.0.1:0 args...` and
-// waits until it listens.
+var grpcAddrRE = regexp.MustCompile(`otlpretry relay: listening" addr=\S+ grpc_addr=(\S+)`)
+
+// startRelay starts `otlpretry relay --listen 127.0.0.1:0 --grpc-listen
+// 127.0.0.1:0 args...` and waits until it listens.
 func startRelay(t testing.TB, env []string, args ...string) *relayProc {
 	t.Helper()
-	r := otlptest.StartRelay(t, binPath, env, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
-	return &relayProc{Relay: r, t: t}
+	r := otlptest.StartRelay(t, binPath, env, append([]string{"--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"}, args...)...)
+	m := grpcAddrRE.FindStringSubmatch(r.Stderr.String())
+	if m == nil {
+		t.Fatalf("no gRPC address in the listening line:\n%s", r.Stderr.String())
+	}
+	return &relayProc{Relay: r, t: t, grpcAddr: m[1]}
 }
 
 func (p *relayProc) url(path string) string { return p.URL(path) }

@@ -13,29 +13,49 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/relay"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
-const defaultListen = "127.0.0.1:4318"
+// The receivers' default addresses: the OTLP ports, on this machine only.
+const (
+	defaultListen     = "127.0.0.1:4318"
+	defaultGRPCListen = "127.0.0.1:4317"
+)
+
+// listenOff is the address value that turns a receiver off.
+const listenOff = "off"
+
+// errGRPCUpstream is the start-up error for an upstream protocol the relay
+// cannot send yet.
+const errGRPCUpstream = "upstream protocol grpc is not supported yet; use http/protobuf"
 
 func runRelay(ctx context.Context, args []string, e *env) int {
 	fs := newFlagSet("relay", "[flags]", `
-Runs an OTLP/HTTP receiver for local applications, in any language, and
-forwards what they send to the upstream collector through the otlpretry
-transport: retried, and kept in a spool on disk while the upstream is down.
-A client is answered only once the upstream has accepted its export or the
-export is stored; the upstream's refusals (4xx) come back to the client as
-they came. Bodies are forwarded byte for byte (compressed ones stay so).
+Runs an OTLP/HTTP receiver (127.0.0.1:4318) and an OTLP/gRPC one
+(127.0.0.1:4317) for local applications, in any language, and forwards
+what they send to the upstream collector over OTLP/HTTP through the
+otlpretry transport: retried, and kept in a spool on disk while the
+upstream is down. A client is answered only once the upstream has accepted
+its export or the export is stored; the upstream's refusals (4xx) come back
+to the client as they came. Bodies are forwarded byte for byte (compressed
+ones stay so; gRPC messages go as application/x-protobuf, uncompressed).
 
 Receives POST /v1/traces, /v1/metrics and /v1/logs (application/x-protobuf
 or application/json, gzip, deflate or uncompressed, at most 64 MiB, also
-once inflated). Each body is checked before it is stored or forwarded:
-protobuf by a walk of its wire structure, JSON for syntax; one that fails
-is answered 400 with the reason and never stored. Serves GET /healthz,
-/status (JSON) and /metrics (Prometheus). SIGINT or SIGTERM stops it: it
+once inflated), and the gRPC TraceService, MetricsService and LogsService
+Export calls (gzip or uncompressed, the same cap). Each body is checked
+before it is stored or forwarded: protobuf by a walk of its wire structure,
+JSON for syntax; one that fails is answered 400 (gRPC: InvalidArgument)
+with the reason and never stored. One that can be neither delivered nor
+stored is answered 503 with Retry-After (gRPC: Unavailable with RetryInfo).
+--listen off or --grpc-listen off turns a receiver off (an empty value
+too). Serves GET /healthz, /status (JSON) and /metrics (Prometheus) on the
+HTTP address. SIGINT or SIGTERM stops it: it
 finishes the requests in flight within --shutdown-timeout and leaves the
 backlog on disk for the next run; it exits 0 when everything it
 acknowledged is delivered or on disk (an upload cut by the timeout was
@@ -48,6 +68,12 @@ the same for metrics and logs) are used as given. For each signal the
 first set wins: its own flag, --endpoint, its own variable,
 OTEL_EXPORTER_OTLP_ENDPOINT.
 
+The upstream protocol is --protocol, else the signal's own
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (METRICS, LOGS), else
+OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf; whatever a client used.
+http/protobuf and http/json are sent alike: each body as it came, which
+any OTLP/HTTP receiver takes. grpc is not supported yet.
+
 Headers for the upstream (credentials, typically) come from
 OTEL_EXPORTER_OTLP_HEADERS, or for one signal from
 OTEL_EXPORTER_OTLP_TRACES_HEADERS (METRICS, LOGS), which replaces it
@@ -55,7 +81,10 @@ OTEL_EXPORTER_OTLP_TRACES_HEADERS (METRICS, LOGS), which replaces it
 sent to its endpoint only, and are never written to disk. Other settings
 of the transport are read from the OTLPRETRY_* variables (see the package
 documentation). Flags take precedence over the environment.`, e)
-	listen := fs.String("listen", "", "address to listen on (env OTLPRETRY_RELAY_LISTEN; default "+defaultListen+", this machine only)")
+	listen := fs.String("listen", "", "OTLP/HTTP address, or off (env OTLPRETRY_RELAY_LISTEN; default "+defaultListen+", this machine only)")
+	grpcListen := fs.String("grpc-listen", "", "OTLP/gRPC address, or off (env OTLPRETRY_RELAY_GRPC_LISTEN; default "+defaultGRPCListen+", this machine only)")
+	protocol := fs.String("protocol", "", "upstream protocol: http/protobuf or http/json (env "+otlpenv.ProtocolVar+" and per signal "+
+		otlpenv.SignalProtocolVar(spool.SignalTraces)+", ...; default "+string(otlpenv.DefaultProtocol)+")")
 	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+")")
 	signalEndpoints := map[spool.Signal]*string{}
 	for _, sig := range otlpenv.Signals {
@@ -105,10 +134,31 @@ documentation). Flags take precedence over the environment.`, e)
 			break
 		}
 	}
-	listenAddr := pick(*listen, "OTLPRETRY_RELAY_LISTEN", defaultListen)
 	for _, d := range dests {
-		if sameAddress(listenAddr, d.URL.Host) {
-			return fail("the upstream %s (%s) is the relay's own address", d.URL.Redacted(), d.From)
+		p, from, err := otlpenv.ResolveProtocol(*protocol, d.Signal, e.getenv)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if p == otlpenv.ProtocolGRPC {
+			return fail("%s (%s, for %s): %s", from, p, d.Signal, errGRPCUpstream)
+		}
+	}
+	// A flag given empty turns its receiver off, as "off" does.
+	listenAddr, grpcAddr := pick(*listen, "OTLPRETRY_RELAY_LISTEN", defaultListen), pick(*grpcListen, "OTLPRETRY_RELAY_GRPC_LISTEN", defaultGRPCListen)
+	if isSet(fs, "listen") && strings.TrimSpace(*listen) == "" {
+		listenAddr = listenOff
+	}
+	if isSet(fs, "grpc-listen") && strings.TrimSpace(*grpcListen) == "" {
+		grpcAddr = listenOff
+	}
+	if listenAddr == listenOff && grpcAddr == listenOff {
+		return fail("both receivers are off (--listen and --grpc-listen): nothing to relay")
+	}
+	for _, d := range dests {
+		for _, a := range []string{listenAddr, grpcAddr} {
+			if a != listenOff && sameAddress(a, d.URL.Host) {
+				return fail("the upstream %s (%s) is the relay's own address", d.URL.Redacted(), d.From)
+			}
 		}
 	}
 	var token string
@@ -189,7 +239,20 @@ documentation). Flags take precedence over the environment.`, e)
 		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
 		return exitFailure
 	}
-	h, err := relay.New(relay.Config{
+	// Both receivers listen before either serves: a port in use fails
+	// the start, with nothing served.
+	var ln, gln net.Listener
+	closeAll := func(err error) int {
+		for _, l := range []net.Listener{ln, gln} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
+		_ = rt.Shutdown(context.Background())
+		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
+		return exitFailure
+	}
+	cfg := relay.Config{
 		Destinations: dests,
 		Upstream:     upstream,
 		Transport:    rt,
@@ -197,17 +260,22 @@ documentation). Flags take precedence over the environment.`, e)
 		AuthToken:    token,
 		Dir:          spoolDir,
 		Logger:       logger,
-	})
-	if err != nil {
-		_ = rt.Shutdown(context.Background())
-		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
-		return exitFailure
 	}
-	ln, err := net.Listen("tcp", listenAddr)
+	if listenAddr != listenOff {
+		if ln, err = net.Listen("tcp", listenAddr); err != nil {
+			return closeAll(fmt.Errorf("OTLP/HTTP receiver: %w", err))
+		}
+		cfg.HTTPAddr = ln.Addr().String()
+	}
+	if grpcAddr != listenOff {
+		if gln, err = net.Listen("tcp", grpcAddr); err != nil {
+			return closeAll(fmt.Errorf("OTLP/gRPC receiver: %w", err))
+		}
+		cfg.GRPCAddr = gln.Addr().String()
+	}
+	h, err := relay.New(cfg)
 	if err != nil {
-		_ = rt.Shutdown(context.Background())
-		fmt.Fprintf(e.stderr, "otlpretry relay: %v\n", err)
-		return exitFailure
+		return closeAll(err)
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -222,14 +290,28 @@ documentation). Flags take precedence over the environment.`, e)
 	// relay down cleanly, not kill it.
 	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && token == "" {
-		logger.Warn("otlpretry relay: listening beyond this machine without --auth-token-file; anyone who can reach it can send through it",
-			"addr", ln.Addr().String())
+	served := make(chan error, 2)
+	httpShown, grpcShown := listenOff, listenOff
+	if ln != nil {
+		go func() { served <- srv.Serve(ln) }()
+		httpShown = ln.Addr().String()
+	}
+	var gsrv *grpc.Server
+	if gln != nil {
+		gsrv = h.NewGRPCServer()
+		go func() { served <- gsrv.Serve(gln) }()
+		grpcShown = gln.Addr().String()
+	}
+	for _, l := range []net.Listener{ln, gln} {
+		if l != nil && !l.Addr().(*net.TCPAddr).IP.IsLoopback() && token == "" {
+			logger.Warn("otlpretry relay: listening beyond this machine without --auth-token-file; anyone who can reach it can send through it",
+				"addr", l.Addr().String())
+		}
 	}
 	st := rt.Stats()
-	attrs := []any{"addr", ln.Addr().String()}
+	// addr, the OTLP/HTTP address, stays first: supervisors and tests
+	// read it from this line.
+	attrs := []any{"addr", httpShown, "grpc_addr", grpcShown}
 	for _, d := range dests {
 		attrs = append(attrs, d.Signal.String(), d.URL.Redacted())
 	}
@@ -241,6 +323,10 @@ documentation). Flags take precedence over the environment.`, e)
 	case err := <-served:
 		stop()
 		logger.Error("otlpretry relay: server stopped", "err", err)
+		_ = srv.Close()
+		if gsrv != nil {
+			gsrv.Stop()
+		}
 		_ = rt.Shutdown(context.Background())
 		return exitFailure
 	}
@@ -249,6 +335,9 @@ documentation). Flags take precedence over the environment.`, e)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	code := exitOK
+	if gsrv != nil {
+		stopGRPC(sctx, gsrv, logger)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		// A request still running was not answered, so not acknowledged:
 		// its client keeps the export and sends it again. Cutting it
@@ -272,6 +361,25 @@ documentation). Flags take precedence over the environment.`, e)
 	st = rt.Stats()
 	logger.Info("otlpretry relay: stopped", "backlog_left_on_disk", st.Records, "bytes", st.Bytes)
 	return code
+}
+
+// stopGRPC stops s gracefully, its calls in flight answered, or at ctx's
+// end at once: a call cut then was never answered, so its client still has
+// the export.
+func stopGRPC(ctx context.Context, s *grpc.Server, logger *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		logger.Warn("otlpretry relay: gRPC calls still in flight at the shutdown timeout were cut; " +
+			"they were never acknowledged, so their clients still hold them")
+		s.Stop()
+		<-done
+	}
 }
 
 // lostNothing reports whether every error joined in err is a context's end:

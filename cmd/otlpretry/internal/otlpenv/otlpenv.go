@@ -1,8 +1,9 @@
 // Package otlpenv reads the parts of the OpenTelemetry exporter
 // configuration that the otlpretry command shares with the SDKs: the base
 // endpoint URL, to which /v1/<signal> is appended, each signal's own
-// endpoint, used as given, and the headers of OTEL_EXPORTER_OTLP_HEADERS and
-// of each signal's own variable.
+// endpoint, used as given, the headers of OTEL_EXPORTER_OTLP_HEADERS and
+// of each signal's own variable, and the protocol of
+// OTEL_EXPORTER_OTLP_PROTOCOL and of each signal's own variable.
 package otlpenv
 
 import (

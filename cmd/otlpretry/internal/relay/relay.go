@@ -1,7 +1,8 @@
-// Package relay is the HTTP side of the otlpretry command's relay: an
-// OTLP/HTTP receiver for local clients that checks each request and
-// forwards its body, byte for byte, through an otlpretry.Transport to the
-// upstream collector, plus the relay's own /healthz, /status and /metrics.
+// Package relay is the otlpretry command's relay: an OTLP/HTTP receiver
+// (Relay, an http.Handler) and an OTLP/gRPC one (Relay.NewGRPCServer) for
+// local clients, which check each request and forward its body, byte for
+// byte, through an otlpretry.Transport to the upstream collector over
+// OTLP/HTTP, plus the relay's own /healthz, /status and /metrics.
 //
 // A client is answered only once the upstream has accepted the export or
 // the transport has stored it on disk: the transport's RoundTrip returns
@@ -13,10 +14,12 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -59,6 +62,10 @@ type Config struct {
 	Stats func() otlpretry.Stats
 	// AuthToken, when not empty, is the bearer token clients must send.
 	AuthToken string
+	// HTTPAddr and GRPCAddr are where the OTLP/HTTP receiver (this
+	// handler) and the OTLP/gRPC one (NewGRPCServer) listen, shown by
+	// /status; empty for a receiver that is off.
+	HTTPAddr, GRPCAddr string
 	// Dir is the spool folder, shown by /status.
 	Dir string
 	// MaxBodyBytes bounds inbound bodies, and what a compressed body
@@ -74,8 +81,10 @@ type Relay struct {
 	tokenHash [sha256.Size]byte
 	registry  *prometheus.Registry
 	metrics   http.Handler
-	requests  *prometheus.CounterVec
-	started   time.Time
+	// httpRequests and grpcRequests count the export requests each
+	// receiver answered.
+	httpRequests, grpcRequests *requestCounter
+	started                    time.Time
 	// targets holds each signal's destination URL, as a string, by
 	// spool.Signal; empty for a signal not forwarded.
 	targets [4]string
@@ -108,14 +117,14 @@ func New(cfg Config) (*Relay, error) {
 		r.tokenHash = sha256.Sum256([]byte(cfg.AuthToken))
 	}
 	r.registry = prometheus.NewRegistry()
-	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "otlpretry_relay_requests_total",
-		Help: "OTLP requests received by the relay, by signal and the HTTP status answered.",
-	}, []string{"signal", "code"})
+	r.httpRequests = newRequestCounter("otlpretry_relay_requests_total",
+		"OTLP/HTTP requests received by the relay, by signal and the HTTP status answered.")
+	r.grpcRequests = newRequestCounter("otlpretry_relay_grpc_requests_total",
+		"OTLP/gRPC Export calls received by the relay, by signal and the gRPC status code answered (OK, Unavailable, ...).")
 	if err := r.registry.Register(newStatsCollector(cfg.Stats)); err != nil {
 		return nil, err
 	}
-	r.registry.MustRegister(r.requests,
+	r.registry.MustRegister(r.httpRequests.vec, r.grpcRequests.vec,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.metrics = promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{})
@@ -171,7 +180,7 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 	signal := spool.SignalFromPath(req.URL.Path)
 	orig := w
 	rec := &statusRecorder{ResponseWriter: w}
-	defer func() { r.requests.WithLabelValues(signal.String(), strconv.Itoa(rec.code())).Inc() }()
+	defer func() { r.httpRequests.inc(signal, strconv.Itoa(rec.code())) }()
 	w = rec
 
 	if req.Method != http.MethodPost {
@@ -190,8 +199,7 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 	}
 	target := r.targets[signal]
 	if target == "" {
-		http.Error(w, "this relay forwards no "+signal.String()+": start it with "+otlpenv.SignalEndpointFlag(signal)+" or "+
-			otlpenv.EndpointFlag+" (or "+otlpenv.SignalEndpointVar(signal)+" or "+otlpenv.EndpointVar+")", http.StatusNotFound)
+		http.Error(w, r.noDestination(signal), http.StatusNotFound)
 		return
 	}
 	// The media type without its parameters is what is forwarded and
@@ -245,34 +253,62 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	// The request keeps the client's context: if the client leaves, the
-	// transport keeps the export and settles it in the background.
-	out, err := http.NewRequestWithContext(req.Context(), http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, "bad upstream URL", http.StatusInternalServerError)
-		return
+	if enc == "" || enc == "identity" {
+		enc = ""
+	} else {
+		enc = req.Header.Get("Content-Encoding")
 	}
-	out.Header.Set("Content-Type", mt)
-	if enc != "" {
-		out.Header.Set("Content-Encoding", req.Header.Get("Content-Encoding"))
-	}
-	out.Header.Set("User-Agent", "otlpretry-relay")
-	resp, err := r.cfg.Transport.RoundTrip(out)
+	resp, err := r.forward(req.Context(), signal, target, mt, enc, body)
 	if err != nil {
-		// Neither delivered nor stored (spool full, disk error, shutting
-		// down): the client keeps the export and retries it. The
-		// transport counts it as refused and logs it, at most once per
-		// log interval.
-		r.cfg.Logger.Debug("otlpretry relay: export neither delivered nor stored; the client was told to retry",
-			"signal", signal.String(), "err", err)
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "the relay can neither deliver nor store this export now; retry later", http.StatusServiceUnavailable)
+		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
+		http.Error(w, errNotTaken, http.StatusServiceUnavailable)
 		return
 	}
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
+}
+
+// RetryAfter is the wait the relay asks of a client whose export it can
+// neither deliver nor store: Retry-After over HTTP, RetryInfo over gRPC.
+const RetryAfter = 5 * time.Second
+
+const errNotTaken = "the relay can neither deliver nor store this export now; retry later"
+
+// forward sends body, as received with the given media type and
+// Content-Encoding ("" for none), to target through the transport: the one
+// path of HTTP and gRPC exports, so both are stored, counted and delivered
+// alike. An error means the export was neither delivered nor stored
+// (spool full, disk error, shutting down): the client keeps it and is told
+// to retry. The transport counts such an export as refused and logs it, at
+// most once per log interval.
+//
+// The request keeps the client's context: if the client leaves, the
+// transport keeps the export and settles it in the background.
+func (r *Relay) forward(ctx context.Context, signal spool.Signal, target, mediaType, encoding string, body []byte) (*http.Response, error) {
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("upstream request: %w", err)
+	}
+	out.Header.Set("Content-Type", mediaType)
+	if encoding != "" {
+		out.Header.Set("Content-Encoding", encoding)
+	}
+	out.Header.Set("User-Agent", "otlpretry-relay")
+	resp, err := r.cfg.Transport.RoundTrip(out)
+	if err != nil {
+		r.cfg.Logger.Debug("otlpretry relay: export neither delivered nor stored; the client was told to retry",
+			"signal", signal.String(), "err", err)
+		return nil, err
+	}
+	return resp, nil
+}
+
+// noDestination says how to give signal a destination.
+func (r *Relay) noDestination(signal spool.Signal) string {
+	return "this relay forwards no " + signal.String() + ": start it with " + otlpenv.SignalEndpointFlag(signal) + " or " +
+		otlpenv.EndpointFlag + " (or " + otlpenv.SignalEndpointVar(signal) + " or " + otlpenv.EndpointVar + ")"
 }
 
 func tooLarge(w http.ResponseWriter, limit int64) {
@@ -282,10 +318,17 @@ func tooLarge(w http.ResponseWriter, limit int64) {
 }
 
 func (r *Relay) authorized(req *http.Request) bool {
+	return r.authorizedValue(req.Header.Get("Authorization"))
+}
+
+// authorizedValue reports whether an Authorization value (an HTTP header
+// or gRPC "authorization" metadata) carries the configured bearer token;
+// any value does when none is configured.
+func (r *Relay) authorizedValue(v string) bool {
 	if r.cfg.AuthToken == "" {
 		return true
 	}
-	scheme, token, ok := strings.Cut(req.Header.Get("Authorization"), " ")
+	scheme, token, ok := strings.Cut(v, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		token = ""
 	}

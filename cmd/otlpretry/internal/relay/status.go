@@ -14,6 +14,9 @@ type Status struct {
 	// Upstreams is each forwarded signal's URL; Upstream above is the base
 	// endpoint, empty when every signal has its own.
 	Upstreams map[string]string `json:"upstreams"`
+	// Receivers are the relay's OTLP receivers that are on, by protocol
+	// ("http", "grpc").
+	Receivers map[string]Receiver `json:"receivers"`
 	// Circuit is "open" while the upstream fails and new exports go
 	// straight to the spool, else "closed".
 	Circuit string  `json:"circuit"`
@@ -45,6 +48,16 @@ type Refused struct {
 	TooLarge uint64 `json:"too_large"`
 	Closed   uint64 `json:"closed"`
 	Total    uint64 `json:"total"`
+}
+
+// Receiver is one of the relay's OTLP receivers.
+type Receiver struct {
+	// Addr is where it listens.
+	Addr string `json:"addr"`
+	// Requests counts the export requests it answered, by the code
+	// answered: the HTTP status ("200", "503", ...) or the gRPC code
+	// ("OK", "Unavailable", ...).
+	Requests map[string]uint64 `json:"requests"`
 }
 
 // Backlog is what waits in the spool.
@@ -114,6 +127,13 @@ func (r *Relay) Status() Status {
 	s.Upstreams = make(map[string]string, len(r.cfg.Destinations))
 	for _, d := range r.cfg.Destinations {
 		s.Upstreams[d.Signal.String()] = d.URL.Redacted()
+	}
+	s.Receivers = map[string]Receiver{}
+	if r.cfg.HTTPAddr != "" {
+		s.Receivers["http"] = Receiver{Addr: r.cfg.HTTPAddr, Requests: r.httpRequests.snapshot()}
+	}
+	if r.cfg.GRPCAddr != "" {
+		s.Receivers["grpc"] = Receiver{Addr: r.cfg.GRPCAddr, Requests: r.grpcRequests.snapshot()}
 	}
 	s.Dir = r.cfg.Dir
 	s.UptimeSeconds = time.Since(r.started).Seconds()
