@@ -116,16 +116,33 @@ func (d *delivery) deliverBacklog(l *lane, recs []*spool.Record, epoch uint64, t
 	default:
 		r.feedback = batch.Neutral
 	}
-	r.claim = nextClaim(recs, reqs)
+	r.claim = nextClaim(recs, reqs, d.cfg.maxRequestBytes)
 	d.results <- r
 }
 
-// nextClaim learns the claim size from a packing: the records of the
-// first request when the claim filled more than one, else twice the claim,
-// as the bound was not reached.
-func nextClaim(recs []*spool.Record, reqs []*batch.Request) int {
-	if len(reqs) > 1 {
-		return max(1, len(reqs[0].Records()))
+// nextClaim learns the claim size from a packing of recs into reqs. When
+// the bound cut a kind of export (URL, Content-Type and encoding) into
+// several requests, the first full request's records are one bound's
+// worth. Otherwise the bound was not reached: a plain request tells how
+// many more would fit, and a compressed one (whose merged size is not
+// known here) doubles the claim.
+func nextClaim(recs []*spool.Record, reqs []*batch.Request, bound int64) int {
+	type kind struct{ url, contentType, encoding string }
+	seen := map[kind]bool{}
+	for _, q := range reqs {
+		k := kind{q.URL(), q.ContentType(), q.ContentEncoding()}
+		if seen[k] && q.Merged() {
+			// The bound ended the first request of this kind.
+			for _, p := range reqs {
+				if (kind{p.URL(), p.ContentType(), p.ContentEncoding()}) == k {
+					return max(1, len(p.Records()))
+				}
+			}
+		}
+		seen[k] = true
+	}
+	if len(reqs) == 1 && reqs[0].ContentEncoding() == "" && reqs[0].Len() > 0 {
+		return int(min(max(int64(len(recs))*bound/reqs[0].Len(), 1), maxClaim))
 	}
 	return min(2*len(recs), maxClaim)
 }

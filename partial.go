@@ -29,10 +29,13 @@ func partialSuccess(resp *http.Response, signal spool.Signal, contentType string
 	if err != nil || len(body) == 0 {
 		return 0, ""
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		contentType = ct
-	}
+	// The answer's own media type when it names one of OTLP's, else the
+	// request's: the specification answers in the request's encoding, and
+	// some servers label a body they did not type as octet-stream.
 	mt, _, _ := mime.ParseMediaType(contentType)
+	if rt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err == nil && otlpMedia(rt) {
+		mt = rt
+	}
 	var (
 		msg proto.Message
 		get func() (int64, string)
@@ -68,4 +71,8 @@ func partialSuccess(resp *http.Response, signal spool.Signal, contentType string
 		return 0, ""
 	}
 	return get()
+}
+
+func otlpMedia(mt string) bool {
+	return mt == "application/json" || mt == "application/x-protobuf" || mt == "application/protobuf"
 }
