@@ -343,8 +343,12 @@ type settlementCase struct {
 	rec     *recorder
 }
 
-func newSettlementCase(t *testing.T, bad int, opts ...Option) *settlementCase {
+func newSettlementCase(t *testing.T, bad int, prepare func(*otlptest.Collector)) *settlementCase {
 	coll := otlptest.StartCollector(t)
+	if prepare != nil {
+		// Before the Transport, which sends what it finds at once.
+		prepare(coll)
+	}
 	dir := filepath.Join(t.TempDir(), "spool")
 	exports, bodies := traceExports(8, 2)
 	if bad >= 0 {
@@ -355,7 +359,7 @@ func newSettlementCase(t *testing.T, bad int, opts ...Option) *settlementCase {
 	}
 	storeBacklog(t, dir, coll.URL(), exports, bodies)
 	rec := newRecorder(t)
-	h := newHarnessOn(t, coll, dir, append([]Option{WithTransport(rec)}, opts...)...)
+	h := newHarnessOn(t, coll, dir, WithTransport(rec))
 	return &settlementCase{exports: exports, bad: bad, h: h, rec: rec}
 }
 
@@ -381,7 +385,7 @@ func (c *settlementCase) delivered(t *testing.T) {
 // export alone is quarantined, every other is delivered exactly once, in
 // at most 1 + 2·log2(8) requests.
 func TestMergedRequestRefusalBisected(t *testing.T) {
-	c := newSettlementCase(t, 5)
+	c := newSettlementCase(t, 5, nil)
 	if err := c.h.rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -400,8 +404,9 @@ func TestMergedRequestRefusalBisected(t *testing.T) {
 // TestMergedRequestTooLargeSplit: a 413 to a merged request splits it;
 // the halves are delivered and nothing is quarantined for its size.
 func TestMergedRequestTooLargeSplit(t *testing.T) {
-	c := newSettlementCase(t, -1)
-	c.h.coll.Script(otlptest.Answer{Status: http.StatusRequestEntityTooLarge})
+	c := newSettlementCase(t, -1, func(coll *otlptest.Collector) {
+		coll.Script(otlptest.Answer{Status: http.StatusRequestEntityTooLarge})
+	})
 	if err := c.h.rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -429,8 +434,9 @@ func spanCounts(reqs []sent) []int {
 // quarantined; the Retry-After is obeyed, and then all are delivered
 // once, together.
 func TestMergedRequestRetryableAllBack(t *testing.T) {
-	c := newSettlementCase(t, -1)
-	c.h.coll.Script(otlptest.Answer{Status: http.StatusServiceUnavailable, Header: http.Header{"Retry-After": {"30"}}})
+	c := newSettlementCase(t, -1, func(coll *otlptest.Collector) {
+		coll.Script(otlptest.Answer{Status: http.StatusServiceUnavailable, Header: http.Header{"Retry-After": {"30"}}})
+	})
 	c.h.rt.delivery.wake()
 	e := c.h.nextEvent("wait")
 	if e.wait != 30*time.Second {
@@ -462,8 +468,9 @@ func TestMergedRequestRetryableAllBack(t *testing.T) {
 // live request's credentials and refused with 401 is not bisected into
 // the quarantine: its exports wait for credentials.
 func TestMergedRequestWithoutCredentialsWaits(t *testing.T) {
-	c := newSettlementCase(t, -1)
-	c.h.coll.RequireHeader("Authorization", "Bearer live")
+	c := newSettlementCase(t, -1, func(coll *otlptest.Collector) {
+		coll.RequireHeader("Authorization", "Bearer live")
+	})
 	c.h.rt.delivery.wake()
 	e := c.h.nextEvent("wait")
 	st := c.h.rt.Stats()
@@ -479,13 +486,12 @@ func TestMergedRequestWithoutCredentialsWaits(t *testing.T) {
 // partial_success delivers every export in it, counts the rejected spans
 // in Stats, logs them, and sends nothing again.
 func TestPartialSuccessCounted(t *testing.T) {
-	c := newSettlementCase(t, -1)
 	resp, err := proto.Marshal(&collectortrace.ExportTraceServiceResponse{
 		PartialSuccess: &collectortrace.ExportTracePartialSuccess{RejectedSpans: 3, ErrorMessage: "3 spans too old"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.h.coll.Script(otlptest.Answer{Body: resp})
+	c := newSettlementCase(t, -1, func(coll *otlptest.Collector) { coll.Script(otlptest.Answer{Body: resp}) })
 	if err := c.h.rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
