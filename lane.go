@@ -77,11 +77,6 @@ func newLane(dest destination, cfg *config) *lane {
 func (l *lane) publish() {
 	open := l.held > 0 || (l.state == laneWaiting || l.state == laneTrial) && !l.forCredentials
 	l.view.open.Store(open)
-	if l.state == laneHealthy {
-		l.view.healthy.Store(l.epoch + 1)
-	} else {
-		l.view.healthy.Store(0)
-	}
 	l.view.wantsReach.Store(l.state == laneWaiting && l.unreachable)
 	st := &DestinationStats{URL: l.dest.String(), State: stateHealthy, CircuitOpen: open, Cause: l.cause}
 	switch {
