@@ -16,6 +16,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/otlpretry/otlpretry/internal/batch"
 	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
@@ -37,8 +38,10 @@ type delivery struct {
 	circuits *circuits
 	urls     destinationCache
 
-	rejectLimit logLimiter // spooled exports refused
-	credsLimit  logLimiter // spooled exports refused for want of credentials
+	rejectLimit  logLimiter // spooled exports refused
+	credsLimit   logLimiter // spooled exports refused for want of credentials
+	partialLimit logLimiter // partial successes
+	packer       *batch.Packer
 
 	startOnce sync.Once
 	started   chan struct{} // closed by start
@@ -58,7 +61,6 @@ type delivery struct {
 	lanes        map[destination]*lane
 	order        []*lane // lanes in the order they were made
 	byURL        map[string]*lane
-	pooled       int  // sends in flight on the shared slots
 	working      bool // the spool has had work: rescan it now and then
 	flushWaiters []chan flushDone
 	noteFailed   bool // writing the owner's note failed, and it was said
@@ -80,21 +82,23 @@ func newDelivery(deps deliveryDeps) *delivery {
 	return &delivery{
 		spool: deps.spool, next: deps.next, cfg: cfg, counters: deps.counters,
 		live: deps.live, circuits: deps.circuits,
-		rejectLimit: logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		credsLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
-		started:     make(chan struct{}),
-		quit:        make(chan struct{}),
-		done:        make(chan struct{}),
-		ctx:         ctx,
-		cancel:      cancel,
-		reports:     make(chan report),
-		news:        make(chan news, 16),
-		results:     make(chan result, cfg.concurrency),
-		timers:      make(chan timerEvent, 4),
-		flushes:     make(chan chan flushDone),
-		wakeCh:      make(chan struct{}, 1),
-		lanes:       map[destination]*lane{},
-		byURL:       map[string]*lane{},
+		rejectLimit:  logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		credsLimit:   logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		partialLimit: logLimiter{clock: cfg.clock, interval: cfg.logInterval},
+		packer:       newPacker(cfg.maxRequestBytes),
+		started:      make(chan struct{}),
+		quit:         make(chan struct{}),
+		done:         make(chan struct{}),
+		ctx:          ctx,
+		cancel:       cancel,
+		reports:      make(chan report),
+		news:         make(chan news, 16),
+		results:      make(chan result, cfg.concurrency),
+		timers:       make(chan timerEvent, 4),
+		flushes:      make(chan chan flushDone),
+		wakeCh:       make(chan struct{}, 1),
+		lanes:        map[destination]*lane{},
+		byURL:        map[string]*lane{},
 	}
 }
 
@@ -403,53 +407,48 @@ func (d *delivery) claim(n int, ok func(*lane) bool) []*spool.Record {
 	return recs
 }
 
-// share is how many shared slots one healthy lane may use: all of them
-// while it is the only busy one, else an equal part.
-func (d *delivery) share() int {
-	busy := 0
-	for _, l := range d.order {
-		if l.state == laneHealthy && l.credentials && (l.inflight > 0 || l.backlog) {
-			busy++
-		}
-	}
-	if busy <= 1 {
-		return d.cfg.concurrency
-	}
-	return max(1, (d.cfg.concurrency+busy-1)/busy)
+// canSend tells whether l can start a backlog send now: healthy, with
+// credentials, and room in its window.
+func (d *delivery) canSend(l *lane) bool {
+	return l.state == laneHealthy && l.credentials && l.window.InFlight() < l.window.Limit()
 }
 
-// fill starts sends: healthy lanes on the free shared slots, and one
-// record for each lane whose wait is over. A failing lane never takes a
-// shared slot. When nothing can be sent and nothing is in flight, the
-// flushes waiting are answered.
+// fill starts sends: backlog requests for healthy lanes up to their
+// windows, and one record for each lane whose wait is over. A lane's
+// window is its own, so a failing lane never delays another. When nothing
+// can be sent and nothing is in flight, the flushes waiting are answered.
 func (d *delivery) fill() {
 	started := 0
-	if free := d.cfg.concurrency - d.pooled; free > 0 {
-		share := d.share()
-		for _, l := range d.order {
-			if l.state == laneHealthy {
-				l.backlog = false // set again by the claim if records wait
-			}
+	for _, l := range d.order {
+		if l.state == laneHealthy {
+			l.backlog = false // set again by the claim if records wait
 		}
-		recs := d.claim(free, func(l *lane) bool { return l.state == laneHealthy && l.inflight < share })
-		for _, rec := range recs {
-			d.send(d.laneForURL(rec.URL), rec, true)
+	}
+	for {
+		// The oldest record of any lane that can send; then about one
+		// request's worth more of its lane.
+		recs := d.claim(1, d.canSend)
+		if len(recs) == 0 {
+			break
 		}
-		started += len(recs)
+		l := d.laneForURL(recs[0].URL)
+		if more := d.claimSize(l, recs[0]) - 1; more > 0 {
+			recs = append(recs, d.claim(more, func(x *lane) bool { return x == l })...)
+		}
+		d.sendBacklog(l, recs)
+		started++
 	}
 	for _, l := range d.order {
 		if l.state == laneTrial && l.inflight == 0 && l.credentials {
 			recs := d.claim(1, func(x *lane) bool { return x == l })
 			for _, rec := range recs {
-				d.send(l, rec, false)
+				d.send(l, rec)
 			}
 			started += len(recs)
 		}
 	}
 	if started > 0 {
 		d.working = true
-	}
-	if started > 0 || d.pooled > 0 {
 		return
 	}
 	waiting := false
@@ -491,16 +490,16 @@ func (d *delivery) onIdle(waiting bool) {
 	}
 }
 
-// send starts sending rec for l.
-func (d *delivery) send(l *lane, rec *spool.Record, pooled bool) {
+// send starts sending rec alone for l: the trial that ends a wait.
+func (d *delivery) send(l *lane, rec *spool.Record) {
 	if l.since.IsZero() {
 		l.since = d.cfg.clock.Now()
 	}
 	l.inflight++
-	if pooled {
-		d.pooled++
-	}
-	go d.deliver(l, rec, l.epoch, pooled)
+	// The trial is the lane's only send (inflight was 0), so the window
+	// has room; its answer shrinks the window when it fails.
+	t, _ := l.window.Acquire()
+	go d.deliver(l, rec, l.epoch, t)
 }
 
 // onReport takes in what the direct path tells of an export.
@@ -552,24 +551,22 @@ func (d *delivery) onNews(n news) {
 func (d *delivery) onResult(r result) {
 	l := r.lane
 	l.inflight--
-	if r.pooled {
-		d.pooled--
+	l.window.Release(r.ticket, r.feedback)
+	if r.claim > 0 {
+		l.claim = r.claim
 	}
 	l.drained += r.delivered
 	switch {
 	case r.out == retry.Delivered || r.out == retry.Rejected:
-		if r.out == retry.Delivered {
-			l.drained++
-		}
 		if r.epoch == l.epoch && l.state != laneCredentials {
 			d.recovered(l)
 		}
 	case r.out.Retryable() && (l.state == laneWaiting || r.epoch != l.epoch):
 		// This failure was already answered by a wait.
-		d.release(r.target.ID)
+		d.releaseAll(r.again)
 	case r.out.Retryable():
 		d.startWait(l, r)
-		d.release(r.target.ID)
+		d.releaseAll(r.again)
 	}
 }
 
@@ -689,46 +686,30 @@ func (d *delivery) onFlush(w chan flushDone) {
 	}
 }
 
-// release puts a record that failed back in line.
-func (d *delivery) release(id spool.ID) {
-	if err := d.spool.Release(id); err != nil && !errors.Is(err, spool.ErrClosed) {
-		d.cfg.logger.Warn("otlpretry: cannot update the spool", "id", id.String(), "err", err)
+// releaseAll puts records that failed back in line.
+func (d *delivery) releaseAll(ids []spool.ID) {
+	for _, id := range ids {
+		if err := d.spool.Release(id); err != nil && !errors.Is(err, spool.ErrClosed) {
+			d.cfg.logger.Warn("otlpretry: cannot update the spool", "id", id.String(), "err", err)
+		}
 	}
 }
 
-// deliver sends rec and settles it in the spool; while deliveries succeed
-// in a healthy epoch of its lane, it goes on with the lane's next waiting
-// record: a backlog drains as fast as a loop of sends, without a claim
-// through run between every two. It reports the last outcome to run. It
-// reads nothing of the lane but its published view.
-func (d *delivery) deliver(l *lane, rec *spool.Record, epoch uint64, pooled bool) {
-	dest, view := l.dest, l.view
-	sent := 0
-	mine := func(raw string) bool { return d.urls.lookup(raw).dest == dest }
-	for {
-		r := d.deliverOne(dest, rec)
-		r.lane, r.epoch, r.pooled = l, epoch, pooled
-		if r.out != retry.Delivered || !pooled || view.healthy.Load() != epoch+1 {
-			r.delivered = sent
-			d.results <- r
-			return
-		}
-		select {
-		case <-d.quit:
-			r.delivered = sent
-			d.results <- r
-			return
-		default:
-		}
-		next, err := d.spool.ClaimWhere(1, mine)
-		if err != nil || len(next) == 0 {
-			r.delivered = sent
-			d.results <- r
-			return
-		}
-		sent++
-		rec = next[0]
+// deliver sends rec alone, settles it in the spool and reports to run.
+func (d *delivery) deliver(l *lane, rec *spool.Record, epoch uint64, t batch.Ticket) {
+	r := d.deliverOne(l.dest, rec)
+	r.lane, r.epoch, r.ticket = l, epoch, t
+	r.feedback = batch.FeedbackOf(r.out)
+	switch {
+	case r.out == retry.Delivered:
+		r.delivered = 1
+	case r.out.Retryable():
+		r.again = []spool.ID{r.target.ID}
 	}
+	if r.credentials {
+		r.feedback = batch.Neutral // the endpoint is not overloaded
+	}
+	d.results <- r
 }
 
 // deliverOne sends one record and settles it in the spool, unless the
@@ -757,23 +738,7 @@ func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
 		var resp *http.Response
 		resp, err = d.next.RoundTrip(req)
 		bodies.roundTripDone()
-		out, wait = retry.Evaluate(d.ctx, resp, err, cfg.clock.Now())
-		if out == retry.Rejected && !live && wantsCredentials(resp) {
-			credentials = true
-			// Sent without a live request's credentials: the refusal
-			// says nothing about the export, which waits, as for a busy
-			// server, for a live request to its destination. It is never
-			// quarantined for this.
-			out = retry.ServerBusy
-			detail = "waiting for credentials: " + retry.Cause(resp, nil)
-			discard(resp)
-			if ok, held := d.credsLimit.allow(); ok {
-				cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live request to its destination (or WithEndpointHeaders for it)",
-					"destination", dest.String(), "answer", detail, "similar_since_last", held)
-			}
-		} else {
-			detail = describe(resp, err, out)
-		}
+		out, wait, detail, credentials = d.judge(dest, resp, err, live)
 	}
 
 	var settleErr error
@@ -796,6 +761,27 @@ func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
 		cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
 	}
 	return result{out: out, retryAfter: wait, target: &target, cause: detail, nameLookup: isNameLookup(err), credentials: credentials}
+}
+
+// judge says what an attempt to send stored exports to dest came to, and
+// closes resp: retry.Evaluate's verdict and wait, the reason of a refusal
+// or the cause of a failure, and whether the answer refused the request's
+// credentials. A 401 or 403 to a request sent without a live request's
+// credentials (live false) says nothing about the exports, which wait, as
+// for a busy server, for a live request to their destination: such an
+// answer is retryable, never a refusal that would quarantine them.
+func (d *delivery) judge(dest destination, resp *http.Response, err error, live bool) (out retry.Outcome, wait time.Duration, detail string, credentials bool) {
+	out, wait = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
+	if out != retry.Rejected || live || !wantsCredentials(resp) {
+		return out, wait, describe(resp, err, out), false
+	}
+	detail = "waiting for credentials: " + retry.Cause(resp, nil)
+	discard(resp)
+	if ok, held := d.credsLimit.allow(); ok {
+		d.cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live request to its destination (or WithEndpointHeaders for it)",
+			"destination", dest.String(), "answer", detail, "similar_since_last", held)
+	}
+	return retry.ServerBusy, 0, detail, true
 }
 
 // wantsCredentials reports an answer that refuses the request's

@@ -48,9 +48,6 @@ type laneView struct {
 	// wantsReach: the lane waits on an unreachable destination, so an
 	// answer on the direct path ends the wait.
 	wantsReach atomic.Bool
-	// healthy is the lane's epoch+1 while it is healthy, else 0: a send
-	// that succeeds in that epoch goes on with the next record itself.
-	healthy atomic.Uint64
 	status  atomic.Pointer[DestinationStats]
 }
 

@@ -32,9 +32,14 @@
 //     has its own circuit, so exports to a healthy destination go direct
 //     while another is down.
 //  5. A background goroutine sends the spool, oldest first for each
-//     destination, 4 at a time in all: a destination that is the only one
-//     with work gets all 4, healthy ones with work share them, and a
-//     failing one takes none of them, so it never delays another. After a
+//     destination, at the link's bandwidth rather than one export per round
+//     trip: consecutive stored exports of one destination, signal,
+//     Content-Type and Content-Encoding are merged into requests of at most
+//     1 MiB before compression (see Merged requests below), and each
+//     destination has its own window of requests in flight, which starts
+//     at 4, grows by one per round trip's worth of successes up to 32, and
+//     halves on a 408, 429, 5xx, timeout or reset. Windows are per
+//     destination, so a failing one never delays another. After a
 //     failure a destination backs off on its own: 1 s, doubling, never
 //     more than 128 s, each wait shortened by up to half at random; a
 //     Retry-After (seconds or HTTP date, at most 10 min) is obeyed
@@ -111,6 +116,45 @@
 // or 403 is not quarantined: it waits, as for a busy server, until a live
 // request brings them, and live exports are not held back meanwhile.
 //
+// # Merged requests
+//
+// Stored exports are sent merged: protobuf bodies back to back (an
+// Export*ServiceRequest is one repeated field, so concatenated messages
+// are one message), gzip and deflate bodies decompressed, merged and
+// compressed again (not concatenated gzip members, which some decoders
+// read only the first of), and OTLP/JSON bodies into one array, their
+// elements copied byte for byte. An export whose body cannot be merged,
+// or larger than the bound, is sent alone, as stored. The bound, 1 MiB
+// before compression, is below what common receivers take (the
+// Collector's OTLP/HTTP receiver 20 MiB, its gRPC receiver 4 MiB), and at
+// 8 KiB an export already carries 128 exports per round trip; a larger
+// bound costs memory (up to 32 requests in flight per destination), not
+// rate. Each export in a merged request is settled by the answer to the
+// request that carried it, and is deleted from the spool only then:
+//
+//   - 2xx: every export in it is delivered. A partial_success (rejected
+//     spans, data points or log records) is counted in
+//     Stats.PartialRejected and logged, and never retried, as the OTLP
+//     specification requires.
+//   - 408, 429, 5xx or no answer: every export in it goes back to its
+//     destination's wait (Retry-After, else the backoff).
+//   - 413: the request is split in halves and each sent again; an export
+//     is quarantined for its size only when the endpoint refuses it alone.
+//   - any other 4xx: the request is split until the exports the endpoint
+//     refuses are found; only those are quarantined, the others delivered.
+//     A 401 or 403 to a request sent without a live request's credentials
+//     is not split: its exports wait for credentials.
+//
+// Live exports are never held back to be merged: they go as they come.
+//
+// What one host sends when its endpoint recovers: each failed attempt
+// halved the window, so it is 1 when the endpoint answers again; one
+// export tests it, then the window grows by one per round trip: n(n+1)/2
+// requests in the first n round trips, never more than 32 at once, and
+// every 429, 503 or timeout of the recovering backend halves it again. A
+// fleet recovering together thus starts at one request per host, spread
+// by each destination's jittered backoff.
+//
 // # Configuration
 //
 // Every default can be changed with an Option or an environment variable;
@@ -130,7 +174,8 @@
 //	WithImmediateRetryDelay   OTLPRETRY_IMMEDIATE_RETRY_DELAY   1s (off: no immediate retry)
 //	WithMaxImmediateWait      OTLPRETRY_MAX_IMMEDIATE_WAIT      5s
 //	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s (off: never skip the retry for slowness)
-//	WithConcurrency           OTLPRETRY_CONCURRENCY             4
+//	WithConcurrency           OTLPRETRY_CONCURRENCY             4 (a destination's first window; it adapts up to 32)
+//	WithMaxRequestBytes       OTLPRETRY_MAX_REQUEST_BYTES       1048576 (1 MiB) (off: each stored export sent alone)
 //	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
 //	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
 //	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval off: no probes)
@@ -154,7 +199,8 @@
 // otlpretry.spool.oldest_age, otlpretry.exports{outcome},
 // otlpretry.exports.refused{reason}, otlpretry.exports.dropped{reason},
 // otlpretry.circuit.open: 1 while any destination's circuit is open, and
-// otlpretry.destination.circuit.open by destination). Each export is
+// otlpretry.destination.circuit.open by destination). Stats.PartialRejected
+// counts the items endpoints reported dropped in a partial_success. Each export is
 // counted once where it ends:
 // outcome direct (delivered by its own attempts), rejected (refused while
 // the exporter waited, returned to it as it came), spooled (answered as

@@ -5,6 +5,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/otlpretry/otlpretry/internal/batch"
 	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
@@ -20,8 +21,15 @@ type lane struct {
 	// epoch is bumped at each new wait, so that late results of older
 	// sends change nothing.
 	epoch    uint64
-	inflight int // sends in flight: on shared slots while healthy, else the trial
-	bo       backoff
+	inflight int // sends in flight: backlog requests while healthy, else the trial
+	// window bounds the sends in flight and adapts to the answers
+	// (batch.Window): it grows while the destination takes them, and
+	// failures shrink it, the trial's included.
+	window *batch.Window
+	// claim is how many stored exports one backlog send claims: about one
+	// merged request's worth, learnt from the packing (0 until the first).
+	claim int
+	bo    backoff
 	// waitTimer ends the wait; probeTimer starts the next probe. Both
 	// report to the delivery goroutine, tagged with the epoch.
 	waitTimer, probeTimer clockwork.Timer
@@ -49,7 +57,7 @@ type lane struct {
 type laneState int
 
 const (
-	laneHealthy     laneState = iota // sends up to its share of the concurrency, no pause
+	laneHealthy     laneState = iota // sends backlog requests up to its window, no pause
 	laneWaiting                      // backing off after a failure
 	laneTrial                        // wait over: one record tests the destination
 	laneCredentials                  // no headers known for it: sends nothing
@@ -61,9 +69,10 @@ func (s laneState) String() string {
 
 func newLane(dest destination, cfg *config) *lane {
 	return &lane{
-		dest: dest,
-		view: &laneView{dest: dest},
-		bo:   backoff{initial: cfg.backoffInitial, max: cfg.backoffMax, jitter: cfg.jitter},
+		dest:   dest,
+		view:   &laneView{dest: dest},
+		window: batch.NewWindow(cfg.concurrency, cfg.maxWindow()),
+		bo:     backoff{initial: cfg.backoffInitial, max: cfg.backoffMax, jitter: cfg.jitter},
 	}
 }
 
@@ -71,11 +80,6 @@ func newLane(dest destination, cfg *config) *lane {
 func (l *lane) publish() {
 	open := l.held > 0 || (l.state == laneWaiting || l.state == laneTrial) && !l.forCredentials
 	l.view.open.Store(open)
-	if l.state == laneHealthy {
-		l.view.healthy.Store(l.epoch + 1)
-	} else {
-		l.view.healthy.Store(0)
-	}
 	l.view.wantsReach.Store(l.state == laneWaiting && l.unreachable)
 	st := &DestinationStats{URL: l.dest.String(), State: stateHealthy, CircuitOpen: open, Cause: l.cause}
 	switch {
@@ -133,12 +137,20 @@ type result struct {
 	out        retry.Outcome
 	retryAfter time.Duration
 	epoch      uint64
-	pooled     bool          // the send held one of the shared slots
-	target     *spool.Record // the record's addressing, without its body
+	target     *spool.Record // the (first) record's addressing, without its body
 	cause      string        // of a retryable failure (retry.Cause)
-	// delivered counts the records the same goroutine delivered before
-	// this one, in a healthy epoch (see laneView.healthy).
+	// ticket is the send's place in the lane's window, and feedback what
+	// its answers tell the window.
+	ticket   batch.Ticket
+	feedback batch.Feedback
+	// delivered counts the records the send delivered.
 	delivered int
+	// again lists the records to put back in line, once run has decided
+	// the wait that their retryable failure starts.
+	again []spool.ID
+	// claim, when not zero, is how many records the lane's next backlog
+	// send should claim.
+	claim int
 	// nameLookup: the destination was unreachable because its name did not
 	// resolve, so probes go at most once a second (see probeEvery).
 	nameLookup bool

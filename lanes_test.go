@@ -2,6 +2,7 @@ package otlpretry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -80,6 +81,15 @@ func destinationStats(t *testing.T, st Stats, endpoint string) DestinationStats 
 	return DestinationStats{}
 }
 
+// waitData waits until a collector's count (WaitSpans, WaitDataPoints)
+// reaches n: stored exports may arrive merged, fewer requests than exports.
+func waitData(t *testing.T, wait func(context.Context, int) error, n int) {
+	t.Helper()
+	if err := wait(ctxTimeout(t, 10*time.Second), n); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitFor(t *testing.T, c *otlptest.Collector, path string, n int) {
 	t.Helper()
 	if err := c.WaitRequests(ctxTimeout(t, 10*time.Second), path, n); err != nil {
@@ -129,7 +139,7 @@ func TestFailingDestinationNeverDelaysAnother(t *testing.T) {
 				t.Fatalf("A's wait follows %v, want %v", e.out, tc.want)
 			}
 			// B's backlog drains while A waits, the clock standing still.
-			waitFor(t, b, metricsPath, 3)
+			waitData(t, b.WaitDataPoints, 6)
 			for i := range 5 {
 				if post(t, h.rt, bURL, tokenB) {
 					t.Fatalf("live export %d to B was stored while A is down", i)
@@ -139,8 +149,8 @@ func TestFailingDestinationNeverDelaysAnother(t *testing.T) {
 				}
 			}
 			st := h.rt.Stats()
-			if st.Direct != 5 || st.Spooled != 6 || st.Delivered != 3 || b.Requests(metricsPath) != 8 || !st.CircuitOpen {
-				t.Fatalf("while A is down: %+v, B requests %d", st, b.Requests(metricsPath))
+			if st.Direct != 5 || st.Spooled != 6 || st.Delivered != 3 || b.DataPoints() != 16 || !st.CircuitOpen {
+				t.Fatalf("while A is down: %+v, B data points %d", st, b.DataPoints())
 			}
 			da, db := destinationStats(t, st, aURL), destinationStats(t, st, bURL)
 			if da.State != "waiting" || !da.CircuitOpen || da.Cause == "" || da.NextAttempt.IsZero() {
@@ -187,7 +197,7 @@ func TestRetryAfterHoldsOnlyItsDestination(t *testing.T) {
 	if e := h.nextEventFor("wait", aURL); e.wait != 30*time.Second {
 		t.Fatalf("A waits %v, want its Retry-After of 30 s", e.wait)
 	}
-	waitFor(t, b, metricsPath, 2)
+	waitData(t, b.WaitDataPoints, 4)
 	if post(t, h.rt, bURL, tokenB) {
 		t.Fatal("a live export to B was stored during A's Retry-After")
 	}
@@ -233,8 +243,8 @@ func TestLeftOversWaitForTheirOwnCredentials(t *testing.T) {
 		!strings.Contains(err.Error(), aURL+": waiting for credentials") || strings.Contains(err.Error(), bURL) {
 		t.Fatalf("ForceFlush: %v, want A's 3 exports waiting for credentials", err)
 	}
-	if b.Requests(metricsPath) != 2 || a.Requests(tracesPath) != 0 {
-		t.Fatalf("B got %d requests (want 2), A %d (want none)", b.Requests(metricsPath), a.Requests(tracesPath))
+	if b.DataPoints() != 4 || a.Requests(tracesPath) != 0 {
+		t.Fatalf("B got %d data points (want 4), A %d requests (want none)", b.DataPoints(), a.Requests(tracesPath))
 	}
 	st := h.rt.Stats()
 	if da := destinationStats(t, st, aURL); da.State != "waiting for credentials" || da.CircuitOpen {
@@ -248,7 +258,7 @@ func TestLeftOversWaitForTheirOwnCredentials(t *testing.T) {
 	if post(t, h.rt, aURL, tokenA) {
 		t.Fatal("a live export to A was stored")
 	}
-	waitFor(t, a, tracesPath, 4)
+	waitData(t, a.WaitSpans, 8)
 	if err := h.rt.ForceFlush(ctxTimeout(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}

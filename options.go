@@ -15,6 +15,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/otlpretry/otlpretry/internal/batch"
 	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
@@ -25,7 +26,8 @@ import (
 // One rule holds for every numeric setting, Option and variable alike:
 // zero (or not setting it) keeps the default, and a negative value turns
 // off what can be off (the hold bound, the immediate retry, the slow-attempt
-// skip, probes, busy probes, the maximum age, and the log rate limit). A negative value for a setting that cannot be off (sizes,
+// skip, probes, busy probes, the maximum age, the log rate limit, and the
+// merging of stored exports into larger requests). A negative value for a setting that cannot be off (sizes,
 // counts, timeouts, backoff) is an error from New. A variable whose value
 // cannot be read is logged and ignored, as the OTel SDK treats its own.
 const (
@@ -43,6 +45,7 @@ const (
 	DefaultLogInterval         = time.Minute            // OTLPRETRY_LOG_INTERVAL
 	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
 	DefaultMaxBytes            = spool.DefaultMaxBytes  // OTLPRETRY_MAX_BYTES
+	DefaultMaxRequestBytes     = batch.DefaultMaxBytes  // OTLPRETRY_MAX_REQUEST_BYTES
 )
 
 // config is what New runs with. Options and variables write the public
@@ -53,7 +56,8 @@ const (
 //   - slowAttempt 0: an attempt is never too slow for the immediate retry;
 //   - probeInterval, busyProbeInterval 0: no such probes;
 //   - maxAge 0: exports never expire;
-//   - logInterval 0: every message is logged.
+//   - logInterval 0: every message is logged;
+//   - maxRequestBytes 0: stored exports are sent one per request.
 type config struct {
 	next                http.RoundTripper
 	ownNext             bool // next was made here, so Shutdown may close its idle connections
@@ -67,6 +71,7 @@ type config struct {
 	maxImmediateWait    time.Duration
 	slowAttempt         time.Duration
 	concurrency         int
+	maxRequestBytes     int64
 	backoffInitial      time.Duration
 	backoffMax          time.Duration
 	maxRetryAfter       time.Duration
@@ -172,9 +177,32 @@ func WithSlowAttempt(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.slowAttempt = d })
 }
 
-// WithConcurrency sets how many spooled exports are sent at once while the
-// endpoint answers. Default 4 (OTLPRETRY_CONCURRENCY).
+// WithConcurrency sets how many requests of stored exports a destination
+// has in flight when its backlog starts to be sent: its window. While the
+// destination accepts them the window grows by one per round trip's worth
+// of successes, up to 32 (or n, if larger); a 408, 429, 5xx, timeout or
+// reset halves it, down to 1, and the wait that follows the failure
+// (Retry-After, else the backoff) comes first. Default 4
+// (OTLPRETRY_CONCURRENCY).
 func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.concurrency = n }) }
+
+// WithMaxRequestBytes bounds the requests in which stored exports are sent:
+// consecutive stored exports of one destination, signal, Content-Type and
+// Content-Encoding are merged into one request of at most n bytes before
+// compression (protobuf bodies back to back, gzip and deflate bodies
+// decompressed, merged and compressed again, OTLP/JSON bodies into one
+// array), so that a backlog drains at the link's bandwidth rather than
+// one export per round trip. An export larger than n, or whose body
+// cannot be merged, is sent alone as stored. A merged request the endpoint
+// refuses (a 4xx other than 408 and 429, or a 413) is split in halves
+// until the exports it refuses are found: only those are quarantined.
+// Default 1 MiB (OTLPRETRY_MAX_REQUEST_BYTES), below what common receivers
+// take (the Collector's OTLP/HTTP receiver 20 MiB, its gRPC receiver 4
+// MiB); negative turns merging off, each stored export is then sent alone.
+// Live exports are never held back to be merged.
+func WithMaxRequestBytes(n int64) Option {
+	return optionFunc(func(c *config) { c.maxRequestBytes = n })
+}
 
 // WithBackoff sets the first and the largest wait between retries of
 // spooled exports after failures. Defaults 1 s and 128 s
@@ -334,7 +362,7 @@ func newConfig(opts []Option) (*config, error) {
 		// The default keeps 2 idle connections a host: fewer than the
 		// sends in flight while draining, which would then reconnect for
 		// every request.
-		tr.MaxIdleConnsPerHost = max(16, 2*c.concurrency)
+		tr.MaxIdleConnsPerHost = max(16, 2*c.maxWindow())
 		c.next, c.ownNext = tr, true
 	}
 	if c.dir == "" {
@@ -395,6 +423,12 @@ func (c *config) resolve() error {
 		bad = append(bad, fmt.Sprintf("max bytes must not be negative, got %d", c.maxBytes))
 	}
 	switch {
+	case c.maxRequestBytes == 0:
+		c.maxRequestBytes = DefaultMaxRequestBytes
+	case c.maxRequestBytes < 0:
+		c.maxRequestBytes = 0
+	}
+	switch {
 	case c.concurrency == 0:
 		c.concurrency = DefaultConcurrency
 	case c.concurrency < 0:
@@ -408,6 +442,10 @@ func (c *config) resolve() error {
 	}
 	return nil
 }
+
+// maxWindow is the most requests of stored exports one destination has
+// in flight.
+func (c *config) maxWindow() int { return max(batch.DefaultMaxWindow, c.concurrency) }
 
 // fromEnv reads OTLPRETRY_* and the OTLP exporters' timeouts; it runs
 // before the options, which therefore win. A value that cannot be read is
@@ -451,6 +489,7 @@ func (c *config) fromEnv(getenv func(string) string) {
 	conc := int64(c.concurrency)
 	integer("OTLPRETRY_CONCURRENCY", &conc)
 	c.concurrency = int(conc)
+	integer("OTLPRETRY_MAX_REQUEST_BYTES", &c.maxRequestBytes)
 	if v := getenv("OTLPRETRY_SYNC"); v != "" {
 		if m, err := spool.ParseSyncMode(v); err != nil {
 			warn("OTLPRETRY_SYNC", v, err)

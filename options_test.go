@@ -207,3 +207,37 @@ func TestDefaultDirIsPerProgramUnderUserCache(t *testing.T) {
 		t.Fatalf("sanitizeName(..) = %q", got)
 	}
 }
+
+// TestMaxRequestBytes: zero keeps the default of 1 MiB, a negative value
+// turns merging off, and the variable is read as the Option is.
+func TestMaxRequestBytes(t *testing.T) {
+	t.Setenv("OTLPRETRY_DIR", t.TempDir())
+	for _, tc := range []struct {
+		name string
+		env  string
+		opts []Option
+		want int64
+	}{
+		{"default", "", nil, DefaultMaxRequestBytes},
+		{"zero", "", []Option{WithMaxRequestBytes(0)}, DefaultMaxRequestBytes},
+		{"option", "", []Option{WithMaxRequestBytes(4 << 20)}, 4 << 20},
+		{"negative is off", "", []Option{WithMaxRequestBytes(-1)}, 0},
+		{"variable", "65536", nil, 65536},
+		{"variable off", "-1", nil, 0},
+		{"option wins", "-1", []Option{WithMaxRequestBytes(2 << 20)}, 2 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OTLPRETRY_MAX_REQUEST_BYTES", tc.env)
+			c, err := newConfig(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.maxRequestBytes != tc.want {
+				t.Errorf("max request bytes %d, want %d", c.maxRequestBytes, tc.want)
+			}
+		})
+	}
+	if DefaultMaxRequestBytes != 1<<20 {
+		t.Errorf("default %d, want 1 MiB", DefaultMaxRequestBytes)
+	}
+}

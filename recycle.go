@@ -16,8 +16,8 @@ import (
 // RoundTrip; recycling at either point alone could let the next record
 // overwrite bytes still being sent.
 type bodyTracker struct {
-	body []byte
-	free func()
+	reader func() io.Reader // a new reader of the whole body
+	free   func()
 
 	mu       sync.Mutex // guards open, returned and freed
 	open     int
@@ -32,7 +32,13 @@ var errBodyReleased = errors.New("otlpretry: the spooled body was released after
 
 // trackBodies replaces req's body and GetBody with tracked readers of body.
 func trackBodies(req *http.Request, body []byte, free func()) *bodyTracker {
-	bt := &bodyTracker{body: body, free: free}
+	return trackReaders(req, int64(len(body)), func() io.Reader { return bytes.NewReader(body) }, free)
+}
+
+// trackReaders is trackBodies for a body of n bytes that open reads from
+// its start each time, such as a merged request's pieces.
+func trackReaders(req *http.Request, n int64, open func() io.Reader, free func()) *bodyTracker {
+	bt := &bodyTracker{reader: open, free: free}
 	req.Body = bt.newBody()
 	req.GetBody = func() (io.ReadCloser, error) {
 		b := bt.newBody()
@@ -41,7 +47,7 @@ func trackBodies(req *http.Request, body []byte, free func()) *bodyTracker {
 		}
 		return b, nil
 	}
-	req.ContentLength = int64(len(body))
+	req.ContentLength = n
 	return bt
 }
 
@@ -53,7 +59,7 @@ func (bt *bodyTracker) newBody() io.ReadCloser {
 		return nil
 	}
 	bt.open++
-	return &trackedBody{Reader: bytes.NewReader(bt.body), bt: bt}
+	return &trackedBody{Reader: bt.reader(), bt: bt}
 }
 
 func (bt *bodyTracker) roundTripDone() {
@@ -79,7 +85,7 @@ func (bt *bodyTracker) closed() {
 }
 
 type trackedBody struct {
-	*bytes.Reader
+	io.Reader
 	bt   *bodyTracker
 	once sync.Once
 }

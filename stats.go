@@ -50,6 +50,11 @@ type Stats struct {
 	// stays until the quarantine's bound evicts it
 	// (Dropped.QuarantineEvicted).
 	Quarantined uint64
+	// PartialRejected counts the items (spans, data points, log records)
+	// that endpoints said they dropped, in the partial_success of a 2xx
+	// answer to the background sender, from exports counted Delivered. They
+	// are logged and never sent again, as the OTLP specification requires.
+	PartialRejected uint64
 	// Refused exports could not be stored (the spool full, a disk error,
 	// too large, closed) and RoundTrip returned an error for them, which
 	// the caller retries (WithCallerRetry): they are not lost here. Only
@@ -78,6 +83,7 @@ type Drops = spool.Drops
 
 type counters struct {
 	direct, spooled, delivered, retried, rejected, quarantined atomic.Uint64
+	partialRejected                                            atomic.Uint64
 	// lost counts the exports RoundTrip returned an error for, by reason;
 	// refused the same with WithCallerRetry.
 	lost, refused doorCounts
@@ -117,19 +123,20 @@ func (t *Transport) Stats() Stats {
 	var refused Drops
 	t.counters.refused.into(&refused)
 	return Stats{
-		Records:      sp.Records,
-		Bytes:        sp.Bytes,
-		OldestAge:    sp.OldestAge(t.cfg.clock.Now()),
-		CircuitOpen:  t.circuits.anyOpen(),
-		Destinations: t.circuits.stats(),
-		Direct:       t.counters.direct.Load(),
-		Spooled:      t.counters.spooled.Load(),
-		Delivered:    t.counters.delivered.Load(),
-		Retried:      t.counters.retried.Load(),
-		Rejected:     t.counters.rejected.Load(),
-		Quarantined:  t.counters.quarantined.Load(),
-		Refused:      refused,
-		Dropped:      dropped,
+		Records:         sp.Records,
+		Bytes:           sp.Bytes,
+		OldestAge:       sp.OldestAge(t.cfg.clock.Now()),
+		CircuitOpen:     t.circuits.anyOpen(),
+		Destinations:    t.circuits.stats(),
+		Direct:          t.counters.direct.Load(),
+		Spooled:         t.counters.spooled.Load(),
+		Delivered:       t.counters.delivered.Load(),
+		Retried:         t.counters.retried.Load(),
+		Rejected:        t.counters.rejected.Load(),
+		Quarantined:     t.counters.quarantined.Load(),
+		PartialRejected: t.counters.partialRejected.Load(),
+		Refused:         refused,
+		Dropped:         dropped,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +30,11 @@ An export the endpoint refuses (a 4xx other than 408 and 429) is moved to
 the quarantine. When one still fails after its retries (no answer, 408,
 429, 5xx), the endpoint is taken to be down and the drain stops; what was
 not sent stays in the spool. Headers come from OTEL_EXPORTER_OTLP_HEADERS.
+
+Consecutive exports of one URL and encoding are sent merged, in requests of
+at most OTLPRETRY_MAX_REQUEST_BYTES before compression (default 1 MiB; -1
+sends each export alone); a merged request the endpoint refuses is split
+until the refused export is found, and only that one is quarantined.
 
 Exits 0 when everything was sent; otherwise 1, saying how many exports
 were not.`, e)
@@ -60,6 +66,13 @@ were not.`, e)
 			return exitUsage
 		}
 	}
+	var maxRequest int64
+	if v := e.getenv("OTLPRETRY_MAX_REQUEST_BYTES"); v != "" {
+		if maxRequest, err = strconv.ParseInt(v, 10, 64); err != nil {
+			fmt.Fprintf(e.stderr, "otlpretry drain: OTLPRETRY_MAX_REQUEST_BYTES: %v\n", err)
+			return exitUsage
+		}
+	}
 	spoolDir := resolveDir(*dir, e)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -72,14 +85,15 @@ were not.`, e)
 	}
 	fmt.Fprintf(e.stderr, "Draining %s to %s\n", spoolDir, target)
 	res, err := drain.Run(ctx, drain.Config{
-		Dir:            spoolDir,
-		Endpoint:       base,
-		Headers:        headers,
-		Concurrency:    *concurrency,
-		Retries:        *retries,
-		AttemptTimeout: *timeout,
-		Progress:       prog.update,
-		Logger:         slog.New(&lineHandler{print: prog.println}),
+		Dir:             spoolDir,
+		Endpoint:        base,
+		Headers:         headers,
+		Concurrency:     *concurrency,
+		MaxRequestBytes: maxRequest,
+		Retries:         *retries,
+		AttemptTimeout:  *timeout,
+		Progress:        prog.update,
+		Logger:          slog.New(&lineHandler{print: prog.println}),
 	})
 	prog.finish()
 	if err != nil {

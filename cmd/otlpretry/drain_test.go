@@ -71,7 +71,8 @@ func TestDrainCountsRefused(t *testing.T) {
 	col := otlptest.StartCollector(t)
 	dir, _ := prepareSpool(t, col.URL(), 10, 0)
 	col.Script(otlptest.Answer{Status: http.StatusBadRequest}, otlptest.Answer{Status: http.StatusBadRequest})
-	res := runCmd(t, cleanEnv(t), "drain", "--dir", dir)
+	// One export per request, so that each scripted refusal is one export's.
+	res := runCmd(t, cleanEnv(t, "OTLPRETRY_MAX_REQUEST_BYTES=-1"), "drain", "--dir", dir)
 	if res.code != exitFailure {
 		t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", res.code, exitFailure, res.stdout, res.stderr)
 	}

@@ -433,6 +433,8 @@ func TestRelayPerSignalEndpointsAndHeaders(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20general-token",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+a.URL+"/custom/traces",
 		"OTEL_EXPORTER_OTLP_TRACES_HEADERS=authorization=Bearer%20traces-token,x-tenant=a",
+		// One export per request: the checks below count requests.
+		"OTLPRETRY_MAX_REQUEST_BYTES=-1",
 	)
 	args := []string{"--dir", dir, "--logs-endpoint", b.URL + "/logs-in"}
 	send := func(r *relayProc, traces, metrics, logs int) {

@@ -135,12 +135,15 @@ func newRun(t *testing.T, dir string) *run {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	r.cfg = Config{
-		Dir:            dir,
-		Headers:        http.Header{"Authorization": {token}},
-		Concurrency:    1,
-		AttemptTimeout: 5 * time.Second,
-		Transport:      tr,
-		Logger:         slog.New(&captureHandler{r: r}),
+		Dir:         dir,
+		Headers:     http.Header{"Authorization": {token}},
+		Concurrency: 1,
+		// One record per request, so that each answer scripted is one
+		// record's; the merged requests have tests of their own.
+		MaxRequestBytes: -1,
+		AttemptTimeout:  5 * time.Second,
+		Transport:       tr,
+		Logger:          slog.New(&captureHandler{r: r}),
 		Sleep: func(_ context.Context, d time.Duration) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
