@@ -191,6 +191,10 @@ func (d *delivery) partial(dest destination, rejected int64, exports int) {
 // request's credentials, and whether the destination's name did not
 // resolve.
 func (d *delivery) sendRequest(dest destination, q *batch.Request, mem *claimedBodies) (a batch.Answer, credentials, nameLookup bool) {
+	if dest.isGRPC() {
+		a, credentials = d.sendRequestGRPC(dest, q)
+		return a, credentials, false
+	}
 	first := q.Records()[0]
 	req, cancel, live, err := d.request(first, nil, q.ContentType(), q.ContentEncoding(), d.cfg.attemptTimeout[q.Signal()])
 	if err != nil {

@@ -48,7 +48,7 @@ type laneView struct {
 	// wantsReach: the lane waits on an unreachable destination, so an
 	// answer on the direct path ends the wait.
 	wantsReach atomic.Bool
-	status  atomic.Pointer[DestinationStats]
+	status     atomic.Pointer[DestinationStats]
 }
 
 // circuits publishes every lane's view: a map replaced whole when a lane

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/otlpretry/otlpretry/internal/batch"
 	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
@@ -73,31 +74,9 @@ func (d *delivery) deliverOneGRPC(dest destination, rec *spool.Record) result {
 	cfg := d.cfg
 	target := *rec
 	target.Body = nil
-	var (
-		out         retry.Outcome
-		wait        time.Duration
-		detail      string
-		credentials bool
-	)
 	live, err := d.invokeGRPC(dest, rec.Body, cfg.attemptTimeout[rec.Signal])
 	d.spool.Recycle(rec)
-	switch {
-	case errors.Is(err, errNoConnection):
-		// Like a refusal of credentials: the lane waits for a live call.
-		out, credentials, detail = retry.ServerBusy, true, "waiting for credentials: "+errNoConnection.Error()
-	default:
-		out, wait = retry.EvaluateGRPC(d.ctx, err, cfg.clock.Now())
-		detail = retry.CauseGRPC(err)
-		if out == retry.Rejected && !live && retry.WantsCredentialsGRPC(err) {
-			credentials = true
-			out = retry.ServerBusy
-			detail = "waiting for credentials: " + detail
-			if ok, held := d.credsLimit.allow(); ok {
-				cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live call to its destination (or WithEndpointHeaders for it)",
-					"destination", dest.String(), "answer", detail, "similar_since_last", held)
-			}
-		}
-	}
+	out, wait, detail, credentials := d.judgeGRPC(dest, err, live)
 	var settleErr error
 	switch {
 	case out == retry.Delivered:
@@ -117,6 +96,38 @@ func (d *delivery) deliverOneGRPC(dest destination, rec *spool.Record) result {
 		cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
 	}
 	return result{out: out, retryAfter: wait, target: &target, cause: detail, credentials: credentials}
+}
+
+// sendRequestGRPC is sendRequest for a gRPC destination: the merged
+// request's body (stored requests concatenated, one valid
+// Export*ServiceRequest) goes as one call. Invoke has returned, and so
+// read the body, before the caller gives the records' memory back.
+func (d *delivery) sendRequestGRPC(dest destination, q *batch.Request) (a batch.Answer, credentials bool) {
+	live, err := d.invokeGRPC(dest, q.Bytes(), d.cfg.attemptTimeout[q.Signal()])
+	a.Outcome, a.Wait, a.Reason, credentials = d.judgeGRPC(dest, err, live)
+	return a, credentials
+}
+
+// judgeGRPC is judge for a gRPC call's error: the outcome and wait
+// (retry.EvaluateGRPC), the cause, and whether it refused the call's
+// credentials (a call without a live one's is not quarantined for that:
+// it waits, as for a busy server).
+func (d *delivery) judgeGRPC(dest destination, err error, live bool) (out retry.Outcome, wait time.Duration, detail string, credentials bool) {
+	if errors.Is(err, errNoConnection) {
+		// Like a refusal of credentials: the lane waits for a live call.
+		return retry.ServerBusy, 0, "waiting for credentials: " + errNoConnection.Error(), true
+	}
+	out, wait = retry.EvaluateGRPC(d.ctx, err, d.cfg.clock.Now())
+	detail = retry.CauseGRPC(err)
+	if out != retry.Rejected || live || !retry.WantsCredentialsGRPC(err) {
+		return out, wait, detail, false
+	}
+	detail = "waiting for credentials: " + detail
+	if ok, held := d.credsLimit.allow(); ok {
+		d.cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live call to its destination (or WithEndpointHeaders for it)",
+			"destination", dest.String(), "answer", detail, "similar_since_last", held)
+	}
+	return retry.ServerBusy, 0, detail, true
 }
 
 // probeGRPC sends an empty export (a valid OTLP request with no data) to
