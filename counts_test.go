@@ -68,6 +68,7 @@ func statsAsOTel(st Stats) map[string]int64 {
 		"otlpretry.exports/retried":     int64(st.Retried),
 		"otlpretry.exports/rejected":    int64(st.Rejected),
 		"otlpretry.exports/quarantined": int64(st.Quarantined),
+		"otlpretry.items.rejected":      int64(st.PartialRejected),
 	}
 	if len(st.Destinations) > 0 { // one point per destination, summed by otelCounts
 		var open int64

@@ -199,9 +199,10 @@
 // otlpretry.spool.oldest_age, otlpretry.exports{outcome},
 // otlpretry.exports.refused{reason}, otlpretry.exports.dropped{reason},
 // otlpretry.circuit.open: 1 while any destination's circuit is open, and
-// otlpretry.destination.circuit.open by destination). Stats.PartialRejected
-// counts the items endpoints reported dropped in a partial_success. Each export is
-// counted once where it ends:
+// otlpretry.destination.circuit.open by destination, and
+// otlpretry.items.rejected: Stats.PartialRejected, the items endpoints
+// reported rejected in a partial_success). Each export is counted once
+// where it ends:
 // outcome direct (delivered by its own attempts), rejected (refused while
 // the exporter waited, returned to it as it came), spooled (answered as
 // stored, then delivered or quarantined by the background sender),

@@ -25,7 +25,8 @@ func (t *Transport) registerMetrics() error {
 	circuit, err6 := m.Int64ObservableGauge("otlpretry.circuit.open", metric.WithDescription("1 while new exports to some destination go straight to the spool."))
 	refused, err7 := m.Int64ObservableCounter("otlpretry.exports.refused", metric.WithDescription("Exports not stored, returned as an error for the caller to retry, by reason."), metric.WithUnit("{export}"))
 	destCircuit, err8 := m.Int64ObservableGauge("otlpretry.destination.circuit.open", metric.WithDescription("1 while new exports to the destination go straight to the spool."))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7, err8} {
+	partial, err9 := m.Int64ObservableCounter("otlpretry.items.rejected", metric.WithDescription("Spans, data points and log records destinations rejected in the partial_success of delivered backlog requests; never retried."), metric.WithUnit("{item}"))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9} {
 		if err != nil {
 			return err
 		}
@@ -65,8 +66,9 @@ func (t *Transport) registerMetrics() error {
 		for _, r := range RefusalReasons(st.Refused) {
 			o.ObserveInt64(refused, int64(r.N), reason(r.Name))
 		}
+		o.ObserveInt64(partial, int64(st.PartialRejected))
 		return nil
-	}, records, bytes, oldest, exports, dropped, circuit, refused, destCircuit)
+	}, records, bytes, oldest, exports, dropped, circuit, refused, destCircuit, partial)
 	t.metricsReg = reg
 	return err
 }

@@ -14,6 +14,7 @@ type statsCollector struct {
 	stats                        func() otlpretry.Stats
 	records, bytes, oldest, open *prometheus.Desc
 	exports, dropped, refused    *prometheus.Desc
+	partial                      *prometheus.Desc
 }
 
 func newStatsCollector(stats func() otlpretry.Stats) *statsCollector {
@@ -26,11 +27,12 @@ func newStatsCollector(stats func() otlpretry.Stats) *statsCollector {
 		exports: prometheus.NewDesc("otlpretry_exports_total", "Exports by outcome (retried counts failed attempts).", []string{"outcome"}, nil),
 		dropped: prometheus.NewDesc("otlpretry_exports_dropped_total", "Exports lost, by reason.", []string{"reason"}, nil),
 		refused: prometheus.NewDesc("otlpretry_exports_refused_total", "Exports neither delivered nor stored, answered 503 for the client to retry, by reason.", []string{"reason"}, nil),
+		partial: prometheus.NewDesc("otlpretry_items_rejected_total", "Spans, data points and log records the upstream rejected in the partial_success of delivered backlog requests; never retried.", nil, nil),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.records, c.bytes, c.oldest, c.open, c.exports, c.dropped, c.refused} {
+	for _, d := range []*prometheus.Desc{c.records, c.bytes, c.oldest, c.open, c.exports, c.dropped, c.refused, c.partial} {
 		ch <- d
 	}
 }
@@ -63,4 +65,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range otlpretry.RefusalReasons(st.Refused) {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(r.N), r.Name)
 	}
+	ch <- prometheus.MustNewConstMetric(c.partial, prometheus.CounterValue, float64(st.PartialRejected))
 }

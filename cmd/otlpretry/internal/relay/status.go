@@ -33,6 +33,10 @@ type Status struct {
 	// (Dropped.QuarantineEvicted).
 	Rejected    uint64 `json:"rejected"`
 	Quarantined uint64 `json:"quarantined"`
+	// PartialRejected counts the spans, data points and log records the
+	// upstream rejected in the partial_success of delivered backlog
+	// requests; they are never retried.
+	PartialRejected uint64 `json:"partial_rejected"`
 	// Refused exports could be neither delivered nor stored and were
 	// answered 503 with Retry-After: the client keeps and retries them, so
 	// they are not dropped.
@@ -102,10 +106,11 @@ func NewStatus(st otlpretry.Stats) Status {
 		Delivered: Delivered{
 			Direct: st.Direct, FromSpool: st.Delivered, Total: st.Direct + st.Delivered,
 		},
-		Spooled:     st.Spooled,
-		Retried:     st.Retried,
-		Rejected:    st.Rejected,
-		Quarantined: st.Quarantined,
+		Spooled:         st.Spooled,
+		Retried:         st.Retried,
+		Rejected:        st.Rejected,
+		Quarantined:     st.Quarantined,
+		PartialRejected: st.PartialRejected,
 		Refused: Refused{
 			Full: rf.Full, Disk: rf.Disk, TooLarge: rf.TooLarge, Closed: rf.Closed,
 			Total: rf.Full + rf.Disk + rf.TooLarge + rf.Closed,
