@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,6 +95,46 @@ func TestDemoPlainOutput(t *testing.T) {
 	}
 }
 
+// Over OTLP/gRPC the same script runs: refused connections at the proxy,
+// then the receiver answering Unavailable; the outage goes through the
+// spool and nothing is lost.
+func TestDemoGRPC(t *testing.T) {
+	t.Parallel()
+	res := runCmd(t, cleanEnv(t), slices.Concat(shortDemo, []string{"--protocol", "grpc"})...)
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	for _, s := range []string{"OTLP/gRPC receiver", "refuses connections", "gRPC status Unavailable",
+		"recovery", "Nothing was lost."} {
+		if !strings.Contains(res.stdout, s) {
+			t.Errorf("output lacks %q:\n%s", s, res.stdout)
+		}
+	}
+	rows := 0
+	for _, l := range strings.Split(res.stdout, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 5 && f[0] == "spans",
+			len(f) == 6 && f[0]+" "+f[1] == "metric points",
+			len(f) == 6 && f[0]+" "+f[1] == "log records":
+			n := len(f)
+			if f[n-4] != f[n-3] || f[n-2] != "0" || f[n-4] == "0" {
+				t.Errorf("row %q: want produced = delivered > 0, none lost", l)
+			}
+			rows++
+		case len(f) == 10 && f[0] == "exports" && f[1] == "delivered":
+			// "exports delivered N direct, M from the spool, K dropped"
+			if f[4] == "0" || f[8] != "0" {
+				t.Errorf("%q: want exports delivered from the spool and none dropped", l)
+			}
+			rows++
+		}
+	}
+	if rows != 4 {
+		t.Errorf("found %d of the table's 4 rows checked:\n%s", rows, res.stdout)
+	}
+}
+
 func TestHelpAndUsage(t *testing.T) {
 	t.Parallel()
 	env := cleanEnv(t)
@@ -106,7 +147,7 @@ func TestHelpAndUsage(t *testing.T) {
 	if r := runCmd(t, env, "frobnicate"); r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %d %q", r.code, r.stderr)
 	}
-	for cmd, flag := range map[string]string{"demo": "-outage", "relay": "-auth-token-file", "status": "-json", "drain": "-endpoint"} {
+	for cmd, flag := range map[string]string{"demo": "-protocol", "relay": "-auth-token-file", "status": "-json", "drain": "-endpoint"} {
 		r := runCmd(t, env, cmd, "-h")
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage: otlpretry "+cmd) || !strings.Contains(r.stdout, flag) {
 			t.Errorf("%s -h: %d\n%s%s", cmd, r.code, r.stdout, r.stderr)
@@ -114,5 +155,8 @@ func TestHelpAndUsage(t *testing.T) {
 	}
 	if r := runCmd(t, env, "demo", "--rate", "0"); r.code != exitUsage {
 		t.Errorf("demo --rate 0: exit %d", r.code)
+	}
+	if r := runCmd(t, env, "demo", "--protocol", "http/json"); r.code != exitUsage || !strings.Contains(r.stderr, "--protocol") {
+		t.Errorf("demo --protocol http/json: exit %d %q", r.code, r.stderr)
 	}
 }

@@ -1,10 +1,13 @@
 // Package demo is the otlpretry command's demo: the real OTel Go SDK
 // exporting spans, metrics and logs through an otlpretry.Transport to a
-// local OTLP/HTTP receiver, across a scripted outage (refused connections,
+// local OTLP receiver, across a scripted outage (refused connections,
 // then HTTP 503s, then recovery) made by a fault proxy between the two,
 // with a live status line and a final account of what was produced,
-// delivered, lost and duplicated. Everything runs on 127.0.0.1, and the
-// spool lives in a temporary folder removed at the end.
+// delivered, lost and duplicated. Over OTLP/gRPC the exporters are the
+// SDK's gRPC exporters under the Transport's DialOption, the proxy works
+// at the TCP level and the receiver answers the gRPC status Unavailable in
+// place of the 503s. Everything runs on 127.0.0.1, and the spool lives in
+// a temporary folder removed at the end.
 package demo
 
 import (
@@ -21,8 +24,11 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -34,10 +40,12 @@ import (
 
 // Config sets the script.
 type Config struct {
+	// Protocol is ProtocolHTTP (the default when empty) or ProtocolGRPC.
+	Protocol string
 	// Steady is how long the workload runs before the outage.
 	Steady time.Duration
 	// Outage is the length of each outage phase: refused connections,
-	// then 503s.
+	// then 503s (gRPC: Unavailable).
 	Outage time.Duration
 	// Rate is spans per second.
 	Rate int
@@ -98,6 +106,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 2 * time.Second
 	}
+	if cfg.Protocol == "" {
+		cfg.Protocol = ProtocolHTTP
+	}
 	if cfg.Width == nil {
 		cfg.Width = func() int { return 0 }
 	}
@@ -109,16 +120,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	recv, err := NewReceiver()
+	tgt, err := newTarget(cfg.Protocol)
 	if err != nil {
 		return nil, err
 	}
-	defer recv.Close()
-	front, err := NewFront(recv.URL())
-	if err != nil {
-		return nil, err
-	}
-	defer front.Close()
+	defer tgt.close()
+	words := tgt.words()
+	// The phase column fits every phase's name, so that the line keeps
+	// its layout across phases.
+	phaseWidth := max(len("recovered"), len(words.phase))
 
 	logger := slog.New(&eventHandler{d: disp, start: start})
 	rt, err := otlpretry.New(
@@ -135,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		disp.event(fmt.Sprintf("%5.1fs  otel: %v", time.Since(start).Seconds(), err))
 	}))
 
-	sdk, err := newSDK(ctx, rt, front.URL())
+	sdk, err := newSDK(ctx, rt, cfg.Protocol, tgt.endpoint())
 	if err != nil {
 		return nil, err
 	}
@@ -145,12 +155,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	disp.print(fmt.Sprintf("otlpretry demo: the OTel Go SDK exports spans, metrics and logs (%d spans/s) through the\n"+
-		"otlpretry transport to a local OTLP receiver, behind a fault proxy that scripts an outage:\n"+
-		"%v steady, %v of refused connections, %v of HTTP 503, then recovery.\n"+
+		"otlpretry transport to a local %s, behind a fault proxy that scripts an outage:\n"+
+		"%v steady, %v of refused connections, %v of %s, then recovery.\n"+
 		"Spool in %s, removed at the end; backoff capped at %v for the demo.\n"+
 		"Status: backlog = exports (bytes) waiting in the spool; delivered = exports the receiver\n"+
 		"accepted; dropped = exports lost; circuit open = new exports go straight to the spool.\n\n",
-		cfg.Rate, cfg.Steady, cfg.Outage, cfg.Outage, tmp, cfg.BackoffMax))
+		cfg.Rate, words.receiver, cfg.Steady, cfg.Outage, cfg.Outage, words.unavailable, tmp, cfg.BackoffMax))
 
 	var (
 		mu          sync.Mutex
@@ -162,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	)
 	render := func() {
 		st := rt.Stats()
-		c := recv.Counts()
+		c := tgt.counts()
 		mu.Lock()
 		name := cur.name
 		mu.Unlock()
@@ -170,8 +180,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if st.CircuitOpen {
 			circuit = "open"
 		}
-		disp.status(fmt.Sprintf("%5.1fs  %-9s  backlog %3d (%s)  delivered %d  dropped %d  circuit %s  receiver: %d spans",
-			time.Since(start).Seconds(), name, st.Records, human(st.Bytes), st.Direct+st.Delivered, st.Dropped.Total(), circuit, c.Spans))
+		disp.status(fmt.Sprintf("%5.1fs  %-*s  backlog %3d (%s)  delivered %d  dropped %d  circuit %s  receiver: %d spans",
+			time.Since(start).Seconds(), phaseWidth, name, st.Records, human(st.Bytes), st.Direct+st.Delivered, st.Dropped.Total(), circuit, c.Spans))
 	}
 	sample := func() {
 		st := rt.Stats()
@@ -223,7 +233,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}()
 
 	setPhase := func(p phase, msg string) error {
-		if err := front.SetMode(p.mode); err != nil {
+		if err := tgt.set(p.mode); err != nil {
 			return err
 		}
 		mu.Lock()
@@ -257,7 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err := sleep(cfg.Outage); err != nil {
 			return err
 		}
-		if err := setPhase(phase{"HTTP 503", Unavailable}, "outage 2/2: a proxy answers 503 Service Unavailable"); err != nil {
+		if err := setPhase(phase{words.phase, Unavailable}, "outage 2/2: "+words.event); err != nil {
 			return err
 		}
 		if err := sleep(cfg.Outage); err != nil {
@@ -309,7 +319,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		disp.event("flush: " + flushErr.Error())
 	}
 
-	c := recv.Counts()
+	c := tgt.counts()
 	sum.Spans = Signal{Produced: int(wl.spans.Load()), Delivered: c.Spans, Duplicates: c.SpanDups}
 	sum.Points = Signal{Produced: int(sdk.metrics.points.Load()), Delivered: c.Points, Duplicates: c.PointDups}
 	sum.Logs = Signal{Produced: int(wl.logs.Load()), Delivered: c.Logs, Duplicates: c.LogDups}
@@ -354,23 +364,64 @@ type sdk struct {
 	metrics *countingExporter
 }
 
-func newSDK(ctx context.Context, rt *otlpretry.Transport, base string) (*sdk, error) {
-	res := resource.NewSchemaless(attribute.String("service.name", "otlpretry-demo"))
-	texp, err := otlptracehttp.New(ctx,
-		otlptracehttp.WithEndpointURL(base+"/v1/traces"), otlptracehttp.WithHTTPClient(rt.Client()))
-	if err != nil {
-		return nil, err
+// exporters are the three OTLP exporters of one protocol.
+type exporters struct {
+	trace  sdktrace.SpanExporter
+	metric sdkmetric.Exporter
+	log    sdklog.Exporter
+}
+
+// newHTTPExporters builds the OTLP/HTTP exporters with the Transport's
+// client, sending to base, a URL.
+func newHTTPExporters(ctx context.Context, rt *otlpretry.Transport, base string) (exp exporters, err error) {
+	if exp.trace, err = otlptracehttp.New(ctx,
+		otlptracehttp.WithEndpointURL(base+"/v1/traces"), otlptracehttp.WithHTTPClient(rt.Client())); err != nil {
+		return exp, err
 	}
-	mexp, err := otlpmetrichttp.New(ctx,
-		otlpmetrichttp.WithEndpointURL(base+"/v1/metrics"), otlpmetrichttp.WithHTTPClient(rt.Client()))
-	if err != nil {
-		return nil, err
+	if exp.metric, err = otlpmetrichttp.New(ctx,
+		otlpmetrichttp.WithEndpointURL(base+"/v1/metrics"), otlpmetrichttp.WithHTTPClient(rt.Client())); err != nil {
+		return exp, err
 	}
-	lexp, err := otlploghttp.New(ctx,
+	exp.log, err = otlploghttp.New(ctx,
 		otlploghttp.WithEndpointURL(base+"/v1/logs"), otlploghttp.WithHTTPClient(rt.Client()))
+	return exp, err
+}
+
+// newGRPCExporters builds the OTLP/gRPC exporters under the Transport's
+// DialOption, sending in clear to addr, a host:port. Their own retry is
+// off, so that every retry, hold and spooled export shown is the
+// Transport's.
+func newGRPCExporters(ctx context.Context, rt *otlpretry.Transport, addr string) (exp exporters, err error) {
+	if exp.trace, err = otlptracegrpc.New(ctx,
+		otlptracegrpc.WithEndpoint(addr), otlptracegrpc.WithInsecure(),
+		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}),
+		otlptracegrpc.WithDialOption(rt.DialOption())); err != nil {
+		return exp, err
+	}
+	if exp.metric, err = otlpmetricgrpc.New(ctx,
+		otlpmetricgrpc.WithEndpoint(addr), otlpmetricgrpc.WithInsecure(),
+		otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{Enabled: false}),
+		otlpmetricgrpc.WithDialOption(rt.DialOption())); err != nil {
+		return exp, err
+	}
+	exp.log, err = otlploggrpc.New(ctx,
+		otlploggrpc.WithEndpoint(addr), otlploggrpc.WithInsecure(),
+		otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: false}),
+		otlploggrpc.WithDialOption(rt.DialOption()))
+	return exp, err
+}
+
+func newSDK(ctx context.Context, rt *otlpretry.Transport, protocol, endpoint string) (*sdk, error) {
+	res := resource.NewSchemaless(attribute.String("service.name", "otlpretry-demo"))
+	newExporters := newHTTPExporters
+	if protocol == ProtocolGRPC {
+		newExporters = newGRPCExporters
+	}
+	exp, err := newExporters(ctx, rt, endpoint)
 	if err != nil {
 		return nil, err
 	}
+	texp, mexp, lexp := exp.trace, exp.metric, exp.log
 	counting := &countingExporter{Exporter: mexp}
 	return &sdk{
 		tp: sdktrace.NewTracerProvider(sdktrace.WithResource(res),
