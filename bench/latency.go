@@ -137,8 +137,12 @@ func byRTT(rs []*result) (rtts []float64, groups map[float64][]*result) {
 	return rtts, groups
 }
 
+// rttLabel names a round trip given in seconds in tables: "100 ms".
 func rttLabel(s float64) string {
-	return rttText(time.Duration(math.Round(s*1000)) * time.Millisecond)
+	if s <= 0 {
+		return "loopback"
+	}
+	return strconv.FormatFloat(math.Round(s*1e4)/10, 'f', -1, 64) + " ms"
 }
 
 // latencySection renders the latency scenario: one table per round trip,
@@ -255,7 +259,7 @@ func latencyTargets(rep *report) []target {
 			if lim, ok := rows["limit"]; ok && lim.rate > 0 {
 				ts = append(ts, target{
 					fmt.Sprintf("100 ms round trip: %s at least 80 %% of the limit", sys),
-					fmt.Sprintf("%.0f %% (%s vs %s exports/s; median of the per-round ratios)", 100*row.vs, num(int64(row.rate)), num(int64(lim.rate))),
+					fmt.Sprintf("%.0f %% (%s vs %s exports/s; median of the per-round ratios)", 100*row.vs, num(round(row.rate)), num(round(lim.rate))),
 					verdict(!row.undrained && row.vs >= 0.8),
 				})
 			}
@@ -270,7 +274,7 @@ func latencyTargets(rep *report) []target {
 					parts = append(parts, c+" never drained")
 					continue
 				}
-				parts = append(parts, fmt.Sprintf("%.1fx %s (%s vs %s exports/s)", row.rate/other.rate, c, num(int64(row.rate)), num(int64(other.rate))))
+				parts = append(parts, fmt.Sprintf("%.1fx %s (%s vs %s exports/s)", row.rate/other.rate, c, num(round(row.rate)), num(round(other.rate))))
 				faster = faster && row.rate > other.rate
 			}
 			if len(parts) > 0 {
@@ -302,7 +306,7 @@ func latencyTargets(rep *report) []target {
 	if row, ok := loop["B"]; ok {
 		ts = append(ts, target{
 			fmt.Sprintf("Loopback: B no slower than %s exports/s", num(loopbackRate)),
-			fmt.Sprintf("%s exports/s (%s, median)", num(int64(row.rate)), where),
+			fmt.Sprintf("%s exports/s (%s, median)", num(round(row.rate)), where),
 			verdict(!row.undrained && row.rate >= loopbackRate),
 		})
 	}
@@ -323,3 +327,5 @@ func latencyTargets(rep *report) []target {
 	ts = append(ts, target{"Latency: B and D deliver every span (duplicates reported)", strings.Join(parts, "; "), verdict(ok)})
 	return ts
 }
+
+func round(x float64) int64 { return int64(math.Round(x)) }

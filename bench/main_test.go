@@ -173,7 +173,7 @@ func TestLatencySmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Latency", "### Round trip: 20ms", "### A full spool", "| B-off: SDK + otlpretry, merging off |", "| C-batch: C with sending_queue.batch |", "Latency: B and D deliver every span", "(latency.png)"} {
+	for _, want := range []string{"## Latency", "### Round trip: 20 ms", "### A full spool", "| B-off: SDK + otlpretry, merging off |", "| C-batch: C with sending_queue.batch |", "Latency: B and D deliver every span", "(latency.png)"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("results.md lacks %q", want)
 		}

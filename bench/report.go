@@ -524,6 +524,9 @@ func mib(b int64) string { return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1
 func secs(s float64) string { return strconv.FormatFloat(s, 'f', -1, 64) + " s" }
 
 func bytesText(n int64) string {
+	if n > 0 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
 	if n%1024 == 0 {
 		return fmt.Sprintf("%d KiB", n/1024)
 	}
