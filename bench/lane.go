@@ -20,11 +20,13 @@ import (
 
 // systemLabel names each system in tables and plots.
 var systemLabel = map[string]string{
-	"A":     "A: SDK, plain exporter",
-	"B":     "B: SDK + otlpretry",
-	"C":     "C: SDK → Collector, file_storage queue",
-	"D":     "D: SDK → otlpretry relay",
-	"limit": "limit: no layer, in-memory",
+	"A":       "A: SDK, plain exporter",
+	"B-off":   "B-off: SDK + otlpretry, merging off",
+	"B":       "B: SDK + otlpretry",
+	"C":       "C: SDK → Collector, file_storage queue",
+	"C-batch": "C-batch: C with sending_queue.batch",
+	"D":       "D: SDK → otlpretry relay",
+	"limit":   "limit: no layer, in-memory",
 }
 
 // env is what every scenario of a run shares.
@@ -93,10 +95,17 @@ func (s appSpec) args() []string {
 	return a
 }
 
+// tuning is what a scenario changes in a system beyond its defaults.
+type tuning struct {
+	env         []string // variables for the otlpretry process: the app for B and B-off, the relay for D
+	limitWindow int      // the limit's posts in flight (0: benchapp's default, 4)
+	limitMerge  int      // the limit's merge bound in bytes (0: one export per request)
+}
+
 // newLane starts everything for sys. The proxy starts in mode, so a
 // backlog can be built against an endpoint that is down from the first
 // export. On error, whatever was started is stopped.
-func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, mode otlptest.Mode) (_ *lane, err error) {
+func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, mode otlptest.Mode, tune tuning) (_ *lane, err error) {
 	l := &lane{sys: sys, dir: filepath.Join(e.dir, scenario, sys)}
 	if err := os.MkdirAll(l.dir, 0o755); err != nil {
 		return nil, err
@@ -121,22 +130,29 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 		}
 	}
 	exporter, endpoint := "plain", l.proxy.URL()+"/v1/traces"
-	var extra []string
+	var extra, appEnv []string
 	switch sys {
-	case "B":
+	case "B", "B-off":
 		exporter = "otlpretry"
 		l.diskDir = filepath.Join(l.dir, "spool")
 		extra = []string{"-dir", l.diskDir}
-	case "C":
-		if endpoint, err = e.startCollector(ctx, l); err != nil {
+		appEnv = tune.env
+	case "C", "C-batch":
+		if endpoint, err = e.startCollector(ctx, l, sys == "C-batch"); err != nil {
 			return nil, err
 		}
 	case "D":
-		if endpoint, err = e.startRelay(ctx, l); err != nil {
+		if endpoint, err = e.startRelay(ctx, l, tune.env); err != nil {
 			return nil, err
 		}
 	case "limit":
 		exporter = "limit"
+		if tune.limitWindow > 0 {
+			extra = append(extra, "-limit-concurrency", strconv.Itoa(tune.limitWindow))
+		}
+		if tune.limitMerge > 0 {
+			extra = append(extra, "-limit-merge-bytes", strconv.Itoa(tune.limitMerge))
+		}
 	}
 	argv := append([]string{e.bins.app,
 		"-exporter", exporter,
@@ -144,7 +160,7 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 		"-prefix", hex.EncodeToString(l.prefix[:]),
 	}, extra...)
 	argv = append(argv, spec.args()...)
-	if l.app, err = startApp(ctx, e.procs, "app-"+sys, l.dir, argv...); err != nil {
+	if l.app, err = startApp(ctx, e.procs, "app-"+sys, l.dir, appEnv, argv...); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -158,7 +174,20 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 // is 1,000 requests). Everything else is left at its default, gzip
 // compression to the upstream and the internal metrics included (their
 // Prometheus endpoint moved to a free loopback port).
-func collectorConfig(receiverAddr, upstream, storage string, queueSize, metricsPort int) string {
+//
+// With batch (system C-batch) the queue's batching is on, with the values
+// the Collector gives it when enabled without settings (exporterhelper's
+// NewDefaultBatchConfig): a batch is sent once it holds 8,192 spans
+// (min_size in items, no max_size) or 200 ms after it started.
+func collectorConfig(receiverAddr, upstream, storage string, queueSize, metricsPort int, batch bool) string {
+	batchConfig := ""
+	if batch {
+		batchConfig = `
+      batch:
+        flush_timeout: 200ms
+        sizer: items
+        min_size: 8192`
+	}
 	return fmt.Sprintf(`extensions:
   file_storage:
     directory: %s
@@ -176,7 +205,7 @@ exporters:
     sending_queue:
       enabled: true
       storage: file_storage
-      queue_size: %d
+      queue_size: %d%s
 service:
   extensions: [file_storage]
   pipelines:
@@ -191,10 +220,10 @@ service:
               prometheus:
                 host: 127.0.0.1
                 port: %d
-`, strconv.Quote(storage), receiverAddr, strconv.Quote(upstream), queueSize, metricsPort)
+`, strconv.Quote(storage), receiverAddr, strconv.Quote(upstream), queueSize, batchConfig, metricsPort)
 }
 
-func (e *env) startCollector(ctx context.Context, l *lane) (string, error) {
+func (e *env) startCollector(ctx context.Context, l *lane, batch bool) (string, error) {
 	storage := filepath.Join(l.dir, "storage")
 	if err := os.MkdirAll(storage, 0o755); err != nil {
 		return "", err
@@ -211,12 +240,12 @@ func (e *env) startCollector(ctx context.Context, l *lane) (string, error) {
 	metricsPort, _ := strconv.Atoi(mPort)
 	cfgPath := filepath.Join(l.dir, "collector.yaml")
 	queue := max(1000, 2*e.cfg.backlog)
-	cfg := collectorConfig(addr, l.proxy.URL(), storage, queue, metricsPort)
+	cfg := collectorConfig(addr, l.proxy.URL(), storage, queue, metricsPort, batch)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return "", err
 	}
 	l.diskDir = storage
-	if l.server, err = startServer(ctx, e.procs, "collector", l.dir, e.bins.collector, "--config", "file:"+cfgPath); err != nil {
+	if l.server, err = startServer(ctx, e.procs, "collector", l.dir, nil, e.bins.collector, "--config", "file:"+cfgPath); err != nil {
 		return "", err
 	}
 	if err := waitListening(ctx, l.server, addr, 60*time.Second); err != nil {
@@ -225,13 +254,13 @@ func (e *env) startCollector(ctx context.Context, l *lane) (string, error) {
 	return "http://" + addr + "/v1/traces", nil
 }
 
-func (e *env) startRelay(ctx context.Context, l *lane) (string, error) {
+func (e *env) startRelay(ctx context.Context, l *lane, env []string) (string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", err
 	}
 	l.diskDir = filepath.Join(l.dir, "spool")
-	if l.server, err = startServer(ctx, e.procs, "relay", l.dir, e.bins.relay, "relay",
+	if l.server, err = startServer(ctx, e.procs, "relay", l.dir, env, e.bins.relay, "relay",
 		"--listen", addr, "--grpc-listen", "off", "--endpoint", l.proxy.URL(), "--dir", l.diskDir); err != nil {
 		return "", err
 	}

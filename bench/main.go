@@ -5,6 +5,8 @@
 //
 //	GOWORK=off go -C bench run .             # the full run, about 15 minutes
 //	GOWORK=off go -C bench run . -quick      # every scenario in miniature, about 1.5 minutes
+//	GOWORK=off go -C bench run . -scenarios latency -rtt 0,20ms,100ms,150ms -full-spool -out results/latency
+//	                                         # the latency scenario, opt-in: about an hour
 //
 // Results go to bench/results (-out, relative to bench/). Systems:
 //
@@ -16,6 +18,15 @@
 //	limit  the same payloads sent straight to the receiver by an in-memory buffer that
 //	       is told when the endpoint is down and back, posting at the transport's
 //	       concurrency: no layer in between, no disk
+//
+// The latency scenario adds two configurations and changes the limit:
+//
+//	B-off    B with merged backlog requests off (OTLPRETRY_MAX_REQUEST_BYTES=-1):
+//	         one stored export per request
+//	C-batch  C with the sending queue's batching on (sending_queue.batch: flush_timeout
+//	         200ms, sizer items, min_size 8192, the Collector's values when enabled)
+//	limit    the held exports packed into requests of -request-bytes (1 MiB), 32 in
+//	         flight (a fixed window: the bound of the library's adaptive one)
 //
 // Each application, the Collector and the relay run as processes of their
 // own, built by the driver at start (the relay from ../cmd/otlpretry in the
@@ -29,7 +40,12 @@
 // Scenarios: a steady run; an outage of each kind (refused connections,
 // HTTP 503, blackholed connections) in the middle third of a run; and a
 // backlog of exports built while the endpoint refuses connections, then
-// drained once it is back. In the time-based scenarios the five systems
+// drained once it is back. The latency scenario, run only when named in
+// -scenarios, is the backlog drained through a fault proxy that holds
+// every answer back by a round-trip time (each of -rtt; 0 is loopback),
+// with systems B-off, B, D, C, C-batch and the limit; -full-spool adds the
+// drain of a full spool (65,536 exports of 8 KiB, 512 MiB) for B and D at
+// 100 ms. In the time-based scenarios the five systems
 // run at the same time, so that a change in machine load hits them alike;
 // backlogs are built and drained one system at a time, since their drains
 // would compete for the CPU.
@@ -73,8 +89,11 @@ type config struct {
 	rounds      int           // backlog rounds; the order of systems alternates
 	dropCaches  bool          // sync and drop the kernel's caches before each scenario and backlog lane
 	scenarios   []string
-	systems     []string
-	command     string // the command line, for the report
+	systems     []string        // nil: each scenario's own systems
+	rtts        []time.Duration // latency scenario: round-trip times (0: loopback)
+	reqBytes    int             // latency scenario: the merge bound for the limit, and for B and D when set (0: theirs)
+	fullSpool   int             // latency scenario: exports in the full-spool drain (0: none)
+	command     string          // the command line, for the report
 }
 
 func defaultConfig() config {
@@ -90,10 +109,24 @@ func defaultConfig() config {
 		backlogRate: 1000,
 		drainLimit:  5 * time.Minute,
 		rounds:      3,
-		scenarios:   allScenarios,
-		systems:     allSystems,
+		scenarios:   defaultScenarios,
+		rtts:        []time.Duration{100 * time.Millisecond},
 	}
 }
+
+// limitRequestBytes is the limit's merge bound unless -request-bytes is
+// given: the library's default bound for merged backlog requests.
+const limitRequestBytes = 1 << 20
+
+// fullSpoolExports fill the library's default spool bound, 512 MiB, with
+// exports of 8 KiB.
+const fullSpoolExports = 65536
+
+// quickFullSpool is the full-spool drain's size under -quick.
+const quickFullSpool = 2000
+
+// fullSpoolRTT is the round trip of the full-spool drain.
+const fullSpoolRTT = 100 * time.Millisecond
 
 // quick shrinks every duration and the backlog for a smoke run; the rate
 // and the shapes stay the same.
@@ -107,9 +140,38 @@ func (c *config) quick() {
 }
 
 var (
-	allScenarios = []string{"steady", "refused", "503", "blackhole", "backlog"}
-	allSystems   = []string{"A", "B", "C", "D", "limit"}
+	allScenarios     = []string{"steady", "refused", "503", "blackhole", "backlog", "latency"}
+	defaultScenarios = []string{"steady", "refused", "503", "blackhole", "backlog"}
+	// allSystems are the systems of every scenario but latency.
+	allSystems = []string{"A", "B", "C", "D", "limit"}
+	// latencySystems are the latency scenario's.
+	latencySystems = []string{"B-off", "B", "D", "C", "C-batch", "limit"}
+	// knownSystems is every system, in the order of tables and legends.
+	knownSystems = []string{"A", "B-off", "B", "C", "C-batch", "D", "limit"}
 )
+
+func ownSystems(scenario string) []string {
+	if scenario == "latency" {
+		return latencySystems
+	}
+	return allSystems
+}
+
+// systemsFor is the systems scenario runs: its own, or those of them
+// named in -systems.
+func (c config) systemsFor(scenario string) []string {
+	own := ownSystems(scenario)
+	if c.systems == nil {
+		return own
+	}
+	var out []string
+	for _, s := range own {
+		if contains(c.systems, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -126,7 +188,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: GOWORK=off go -C bench run . [flags]\n\nRuns otlpretry side by side with the OTel exporter and the Collector's\npersistent queue and writes results.md, results.json and PNG plots.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	quick := fs.Bool("quick", false, "every scenario in miniature (3 s steady, 3 s outages, 300-export backlog, 1 round)")
+	quick := fs.Bool("quick", false, "every scenario in miniature (3 s steady, 3 s outages, 300-export backlogs, a 2,000-export full spool, 1 round)")
 	fs.StringVar(&c.out, "out", c.out, "results folder (relative to bench/ under go -C bench)")
 	fs.StringVar(&c.work, "work", "", "where to make the run's temporary folder (default: the system's)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary folder: spools, Collector storage, logs")
@@ -141,9 +203,12 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.drainLimit, "drain-limit", c.drainLimit, "longest wait for a backlog to drain")
 	fs.IntVar(&c.rounds, "rounds", c.rounds, "backlog rounds (the order of systems alternates)")
 	fs.BoolVar(&c.dropCaches, "drop-caches", false, "before each scenario and each backlog lane, sync, drop the kernel's caches and wait 5 s (root only; see docs/BENCHMARKS.md, Machine)")
+	rtts := fs.String("rtt", "100ms", "latency scenario: round-trip times the proxy adds, comma-separated (0: loopback)")
+	fs.IntVar(&c.reqBytes, "request-bytes", 0, "latency scenario: merge bound of B and D (OTLPRETRY_MAX_REQUEST_BYTES; 0: their default) and of the limit (0: 1 MiB)")
+	fullSpool := fs.Bool("full-spool", false, "latency scenario: also drain a full spool (65,536 exports of 8 KiB) with B and D at 100 ms round trip")
 	render := fs.String("render", "", "write results.md and the plots from this results.json (of an earlier run) into -out, running nothing")
-	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run")
-	sys := fs.String("systems", strings.Join(allSystems, ","), "systems to run")
+	scen := fs.String("scenarios", strings.Join(defaultScenarios, ","), "scenarios to run (latency only when named: "+strings.Join(allScenarios, ", ")+")")
+	sys := fs.String("systems", "", "systems to run (default: each scenario's own; have "+strings.Join(knownSystems, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -188,7 +253,20 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	c.scenarios = splitList(*scen)
-	c.systems = splitList(*sys)
+	if *sys != "" {
+		c.systems = splitList(*sys)
+	}
+	var err error
+	if c.rtts, err = parseDurations(*rtts); err != nil {
+		fmt.Fprintf(stderr, "bench: -rtt: %v\n", err)
+		return 2
+	}
+	if *fullSpool {
+		c.fullSpool = fullSpoolExports
+		if *quick {
+			c.fullSpool = quickFullSpool
+		}
+	}
 	c.command = "GOWORK=off go -C bench run . " + strings.Join(args, " ")
 	if err := c.validate(); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
@@ -200,6 +278,26 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "results in %s\n", c.out)
 	return 0
+}
+
+// parseDurations reads a comma-separated list of durations; a bare 0 is
+// allowed.
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range splitList(s) {
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return nil, err
+		}
+		if d < 0 {
+			return nil, fmt.Errorf("negative round trip %v", d)
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no round-trip time")
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {
@@ -222,13 +320,22 @@ func (c config) validate() error {
 		}
 	}
 	for _, s := range c.systems {
-		if !contains(allSystems, s) {
-			return fmt.Errorf("unknown system %q (have %s)", s, strings.Join(allSystems, ", "))
+		if !contains(knownSystems, s) {
+			return fmt.Errorf("unknown system %q (have %s)", s, strings.Join(knownSystems, ", "))
+		}
+	}
+	for _, s := range c.scenarios {
+		if len(c.systemsFor(s)) == 0 {
+			return fmt.Errorf("no system of scenario %s in -systems (it runs %s)", s, strings.Join(ownSystems(s), ", "))
 		}
 	}
 	switch {
-	case len(c.scenarios) == 0 || len(c.systems) == 0:
+	case len(c.scenarios) == 0 || (c.systems != nil && len(c.systems) == 0):
 		return errors.New("no scenario or no system to run")
+	case len(c.rtts) == 0:
+		return errors.New("-rtt: no round-trip time")
+	case c.reqBytes < -1:
+		return errors.New("-request-bytes must be -1 (merging off), 0 (the default) or positive")
 	case c.out == "":
 		return errors.New("-out must not be empty")
 	case c.rate <= 0 || c.backlog <= 0 || c.batch <= 0 || c.backlogRate <= 0 || c.rounds <= 0:

@@ -62,7 +62,7 @@ func TestSmoke(t *testing.T) {
 				r.System, r.Handed, r.Drain, c.backlog*c.batch)
 		}
 	}
-	for _, sc := range allScenarios {
+	for _, sc := range defaultScenarios {
 		for _, sys := range allSystems {
 			if !seen[sc+"/"+sys] {
 				t.Errorf("no result for %s, system %s", sc, sys)
@@ -104,6 +104,83 @@ func TestSmoke(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(c.work, "otlpretry-bench-*"))
 	if len(left) > 0 {
 		t.Errorf("temporary folders left: %v", left)
+	}
+}
+
+// TestLatencySmoke runs the latency scenario in miniature (100 exports
+// drained through a 20 ms round trip, and a 300-export full spool) and
+// checks what its users rely on: that every system drains the backlog,
+// that B and D lose nothing, that the limit merges its exports into fewer
+// requests than one per export while B-off sends one per export, and that
+// the tables and the plot of drain rate against round trip are written.
+func TestLatencySmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs six systems through a latency backlog")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the benchmark measures through /proc")
+	}
+	c := defaultConfig()
+	c.quick()
+	c.scenarios = []string{"latency"}
+	c.backlog = 100
+	c.rtts = []time.Duration{20 * time.Millisecond}
+	c.fullSpool = 300
+	c.out = t.TempDir()
+	c.work = t.TempDir()
+	c.command = "go test (latency smoke)"
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, c, tWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Scenario+"/"+r.System] = true
+		want := int64(c.backlog * c.batch)
+		if r.Scenario == "full-spool" {
+			want = int64(c.fullSpool * c.batch)
+		}
+		if r.Drain < 0 || r.Handed != want {
+			t.Errorf("%s, system %s: stored %d spans, drain %v s; want %d stored and drained", r.Scenario, r.System, r.Handed, r.Drain, want)
+		}
+		if (r.System == "B" || r.System == "D" || r.System == "B-off") && r.Lost != 0 {
+			t.Errorf("%s, system %s: lost %d of %d spans", r.Scenario, r.System, r.Lost, r.Produced)
+		}
+		if r.Scenario == "latency" && r.RTT != 0.02 {
+			t.Errorf("system %s: round trip %v s, want 0.02", r.System, r.RTT)
+		}
+		switch {
+		case r.System == "limit" && r.Requests >= c.backlog:
+			t.Errorf("the limit sent %d requests for %d exports: not merged", r.Requests, c.backlog)
+		case r.System == "B-off" && r.Requests < c.backlog:
+			t.Errorf("B-off sent %d requests for %d exports: merged", r.Requests, c.backlog)
+		}
+	}
+	for _, sys := range latencySystems {
+		if !seen["latency/"+sys] {
+			t.Errorf("no result for system %s", sys)
+		}
+	}
+	for _, sys := range []string{"B", "D"} {
+		if !seen["full-spool/"+sys] {
+			t.Errorf("no full-spool result for system %s", sys)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(c.out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Latency", "### Round trip: 20 ms", "### A full spool", "| B-off: SDK + otlpretry, merging off |", "| C-batch: C with sending_queue.batch |", "Latency: B and D deliver every span", "(latency.png)"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(c.out, "latency.png"))
+	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Errorf("latency.png: %v, not a PNG", err)
 	}
 }
 
@@ -206,6 +283,10 @@ func TestCLIRejectsBadInput(t *testing.T) {
 		{"-out", ""},
 		{"extra"},
 		{"-batch", "8", "-export-bytes", "10"},
+		{"-scenarios", "latency", "-rtt", "soon"},
+		{"-scenarios", "latency", "-rtt", "-20ms"},
+		{"-scenarios", "latency", "-systems", "A"}, // A has no latency lane
+		{"-scenarios", "latency", "-request-bytes", "-2"},
 	} {
 		var out, errs bytes.Buffer
 		if code := cli(t.Context(), args, &out, &errs); code != 2 {

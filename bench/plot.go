@@ -12,11 +12,13 @@ import (
 
 // style of each system's line, the same in every plot.
 var lineColor = map[string]color.Color{
-	"A":     color.RGBA{R: 150, G: 150, B: 150, A: 255},
-	"B":     color.RGBA{R: 31, G: 119, B: 180, A: 255},
-	"C":     color.RGBA{R: 255, G: 127, B: 14, A: 255},
-	"D":     color.RGBA{R: 44, G: 160, B: 44, A: 255},
-	"limit": color.Black,
+	"A":       color.RGBA{R: 150, G: 150, B: 150, A: 255},
+	"B-off":   color.RGBA{R: 140, G: 190, B: 230, A: 255},
+	"B":       color.RGBA{R: 31, G: 119, B: 180, A: 255},
+	"C":       color.RGBA{R: 255, G: 127, B: 14, A: 255},
+	"C-batch": color.RGBA{R: 140, G: 86, B: 75, A: 255},
+	"D":       color.RGBA{R: 44, G: 160, B: 44, A: 255},
+	"limit":   color.Black,
 }
 
 // writePlots draws, into c.out, received spans per second through each
@@ -40,6 +42,14 @@ func writePlots(c config, rep *report) (map[string][]string, error) {
 				return nil, err
 			}
 			files[s] = names
+			continue
+		}
+		if s == "latency" {
+			const name = "latency.png"
+			if err := latencyPlot(rs, rep.Settings, filepath.Join(c.out, name)); err != nil {
+				return nil, err
+			}
+			files[s] = []string{name}
 			continue
 		}
 		var first []*result // the steady run is repeated; its first round is drawn
@@ -238,4 +248,46 @@ func shadeOutage(p *plot.Plot, c config, top float64) error {
 	p.Add(poly)
 	p.Legend.Add("outage", poly)
 	return nil
+}
+
+// latencyPlot: each system's drain rate (exports per second, the median
+// of the rounds) against the round trip, on a logarithmic scale: one
+// export per request and merged requests differ by orders of magnitude.
+// Loopback is drawn at 0 ms; a system that never drained has no point.
+func latencyPlot(rs []*result, s settings, path string) error {
+	p := newPlot("Backlog drain rate against round-trip time", "round trip, ms (0: loopback)", "exports per second (log scale)")
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	rtts, groups := byRTT(rs)
+	lines := map[string]plotter.XYs{}
+	lo, hi := math.Inf(1), 0.0
+	for _, x := range rtts {
+		for _, row := range backlogRows(groups[x], s) {
+			if row.undrained || row.rate <= 0 {
+				continue
+			}
+			lines[row.sys] = append(lines[row.sys], plotter.XY{X: 1000 * x, Y: row.rate})
+			lo, hi = min(lo, row.rate), max(hi, row.rate)
+		}
+	}
+	for _, sys := range knownSystems {
+		xys := lines[sys]
+		if err := addLine(p, sys, xys); err != nil {
+			return err
+		}
+		if len(xys) > 0 {
+			pts, err := plotter.NewScatter(xys)
+			if err != nil {
+				return err
+			}
+			pts.Color = lineColor[sys]
+			p.Add(pts)
+		}
+	}
+	if hi > 0 {
+		// Room above the lines for the legend: a decade and a half.
+		p.Y.Min, p.Y.Max = lo/2, hi*30
+	}
+	p.X.Min = 0
+	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
 }

@@ -87,14 +87,16 @@ func childEnv() []string {
 	return env
 }
 
-// startServer starts a child whose output all goes to its log file.
-func startServer(ctx context.Context, g *group, name, logDir string, argv ...string) (*proc, error) {
-	return start(ctx, g, name, logDir, false, argv)
+// startServer starts a child whose output all goes to its log file; env
+// is added to childEnv's.
+func startServer(ctx context.Context, g *group, name, logDir string, env []string, argv ...string) (*proc, error) {
+	return start(ctx, g, name, logDir, false, env, argv)
 }
 
-// startApp starts a benchapp and waits for its "ready".
-func startApp(ctx context.Context, g *group, name, logDir string, argv ...string) (*proc, error) {
-	p, err := start(ctx, g, name, logDir, true, argv)
+// startApp starts a benchapp and waits for its "ready"; env is added to
+// childEnv's.
+func startApp(ctx context.Context, g *group, name, logDir string, env []string, argv ...string) (*proc, error) {
+	p, err := start(ctx, g, name, logDir, true, env, argv)
 	if err != nil {
 		return nil, err
 	}
@@ -114,14 +116,14 @@ func startApp(ctx context.Context, g *group, name, logDir string, argv ...string
 	}
 }
 
-func start(ctx context.Context, g *group, name, logDir string, app bool, argv []string) (*proc, error) {
+func start(ctx context.Context, g *group, name, logDir string, app bool, env, argv []string) (*proc, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childSysProcAttr()
 	// On cancellation (the driver interrupted) a child gets SIGKILL from

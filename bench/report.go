@@ -28,8 +28,14 @@ func markdown(rep *report, plots map[string][]string) string {
 		fmt.Fprintf(&b, "**The run failed before the end**: %s\n\n", firstLineOf(rep.Error))
 	}
 	fmt.Fprintf(&b, "Systems (each application is the OTel Go SDK v1.47: TracerProvider, BatchSpanProcessor, otlptracehttp):\n\n")
-	for _, sys := range allSystems {
-		fmt.Fprintf(&b, "- **%s**: %s\n", systemLabel[sys], systemText[sys])
+	present := map[string]bool{}
+	for _, r := range rep.Results {
+		present[r.System] = true
+	}
+	for _, sys := range knownSystems {
+		if present[sys] {
+			fmt.Fprintf(&b, "- **%s**: %s\n", systemLabel[sys], systemText[sys])
+		}
 	}
 	fmt.Fprintf(&b, "\nCPU and peak RSS are those of the process doing the export work: the application for A, B and the limit, the Collector for C, the relay for D; the application's own follow for C and D. CPU counts from the start of the load to the moment everything was delivered (or the wait ended), so it includes the drain; peak RSS is the process's VmHWM. Disk is the space the spool folder or the Collector's storage folder takes (allocated blocks), sampled every 0.5 s.\n\n")
 
@@ -50,6 +56,8 @@ func markdown(rep *report, plots map[string][]string) string {
 			fmt.Fprintf(&b, "## Backlog: %s exports of %s spans (~%s each), built while the endpoint refuses connections, then drained\n\n",
 				num(int64(s.Backlog)), num(int64(s.Batch)), bytesText(int64(s.ExportBytes)))
 			backlogTable(&b, rs, s)
+		case "latency":
+			latencySection(&b, rs, byScenario["full-spool"], s)
 		default:
 			fmt.Fprintf(&b, "## Outage: %s for %s in a %s run at %s spans/s (from %s to %s)\n\n",
 				outageName[sc], secs(s.Outage), secs(3*s.Outage), num(int64(s.Rate)), secs(s.Outage), secs(2*s.Outage))
@@ -65,11 +73,13 @@ func markdown(rep *report, plots map[string][]string) string {
 }
 
 var systemText = map[string]string{
-	"A":     "the plain exporter, defaults (in-memory retries of 429/502/503/504 for up to 1 min; refused connections are not retried).",
-	"B":     "the same exporter over `otlpretry.New(otlpretry.WithDir(...))`'s client, every other setting at its default.",
-	"C":     "the application's plain exporter sends to a local Collector (v0.165.0 core, file_storage v0.165.1): otlp receiver, otlp_http exporter with `sending_queue` on `file_storage` (queue large enough for the backlog), `retry_on_failure` with `max_elapsed_time: 0`, all else default (10 consumers, gzip to the upstream, fsync off).",
-	"D":     "the application's plain exporter sends to `otlpretry relay` (defaults: `--sync durable`).",
-	"limit": "the application's exporter hands its payloads to a buffer in memory that the driver tells when the endpoint goes down and comes back; it posts them with a plain HTTP client, 4 at a time (otlpretry's concurrency), at once on the return. No layer, no disk: what nothing can beat.",
+	"A":       "the plain exporter, defaults (in-memory retries of 429/502/503/504 for up to 1 min; refused connections are not retried).",
+	"B":       "the same exporter over `otlpretry.New(otlpretry.WithDir(...))`'s client, every other setting at its default.",
+	"C":       "the application's plain exporter sends to a local Collector (v0.165.0 core, file_storage v0.165.1): otlp receiver, otlp_http exporter with `sending_queue` on `file_storage` (queue large enough for the backlog), `retry_on_failure` with `max_elapsed_time: 0`, all else default (10 consumers, gzip to the upstream, fsync off).",
+	"D":       "the application's plain exporter sends to `otlpretry relay` (defaults: `--sync durable`).",
+	"limit":   "the application's exporter hands its payloads to a buffer in memory that the driver tells when the endpoint goes down and comes back; it posts them with a plain HTTP client, 4 at a time (otlpretry's concurrency), at once on the return. No layer, no disk: what nothing can beat. In the latency scenario it packs consecutive exports into requests of up to the merge bound (1 MiB unless `-request-bytes` says otherwise) and keeps a fixed 32 in flight, the bound of otlpretry's adaptive window.",
+	"B-off":   "B with merged backlog requests off (`OTLPRETRY_MAX_REQUEST_BYTES=-1`): one stored export per request, as before merging (latency scenario only).",
+	"C-batch": "C with the sending queue's batching enabled (`sending_queue.batch`: `flush_timeout: 200ms`, `sizer: items`, `min_size: 8192`, the values the Collector gives it when enabled; latency scenario only).",
 }
 
 // timedRow is one system in a time-based scenario: counts summed over the
@@ -85,7 +95,7 @@ type timedRow struct {
 
 func timedRows(rs []*result) []timedRow {
 	var rows []timedRow
-	for _, sys := range allSystems {
+	for _, sys := range knownSystems {
 		row := timedRow{sys: sys, recovery: -1}
 		var cpu, appCPU, rss, appRSS []float64
 		for _, r := range rs {
@@ -176,13 +186,14 @@ type backlogRow struct {
 	workCPU, appCPU                  float64
 	workRSS, appRSS, peakDisk, after int64
 	meanExport                       float64
+	requests, wire                   float64 // upstream: requests and bytes at the receiver
 	undrained                        bool
 }
 
 func backlogRows(rs []*result, s settings) []backlogRow {
 	batch := float64(max(1, s.Batch))
 	var rows []backlogRow
-	for _, sys := range allSystems {
+	for _, sys := range knownSystems {
 		var mine []*result
 		for _, r := range rs {
 			if r.System == sys {
@@ -193,7 +204,7 @@ func backlogRows(rs []*result, s settings) []backlogRow {
 			continue
 		}
 		row := backlogRow{sys: sys}
-		var build, first, drain, rate, vs, send, sendVs, wcpu, acpu, wrss, arss, disk, after, mean []float64
+		var build, first, drain, rate, vs, send, sendVs, wcpu, acpu, wrss, arss, disk, after, mean, reqs, wire []float64
 		for _, r := range mine {
 			row.exports += r.Handed / int64(batch)
 			row.lost += r.Lost
@@ -219,7 +230,10 @@ func backlogRows(rs []*result, s settings) []backlogRow {
 			if r.Requests > 0 {
 				mean = append(mean, float64(r.WireBytes)/float64(r.Requests))
 			}
+			reqs = append(reqs, float64(r.Requests))
+			wire = append(wire, float64(r.WireBytes))
 		}
+		row.requests, row.wire = median(reqs), median(wire)
 		row.exports /= int64(len(mine))
 		row.build, row.first, row.drain = median(build), median(first), median(drain)
 		row.rate, row.vs, row.send, row.sendVs = median(rate), median(vs), median(send), median(sendVs)
@@ -385,6 +399,8 @@ func targetsTable(b *strings.Builder, rep *report) {
 		}
 	}
 
+	ts = append(ts, latencyTargets(rep)...)
+
 	// Recovery.
 	for _, sys := range []string{"B", "D"} {
 		var parts []string
@@ -508,6 +524,9 @@ func mib(b int64) string { return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1
 func secs(s float64) string { return strconv.FormatFloat(s, 'f', -1, 64) + " s" }
 
 func bytesText(n int64) string {
+	if n > 0 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
 	if n%1024 == 0 {
 		return fmt.Sprintf("%d KiB", n/1024)
 	}

@@ -32,6 +32,11 @@ type settings struct {
 	Batch       int     `json:"batch"`
 	BacklogRate int     `json:"backlog_rate"`
 	Rounds      int     `json:"rounds"`
+	// The latency scenario's.
+	RTTs         []float64 `json:"rtts_s,omitempty"`
+	RequestBytes int       `json:"request_bytes,omitempty"`     // the limit's merge bound
+	SetBytes     bool      `json:"request_bytes_set,omitempty"` // B and D were given it too
+	FullSpool    int       `json:"full_spool_exports,omitempty"`
 }
 
 // run builds the programs, runs the scenarios and writes the results. The
@@ -71,12 +76,22 @@ func run(ctx context.Context, c config, log io.Writer) (*report, error) {
 			Backlog: c.backlog, ExportBytes: c.exportBytes, Batch: c.batch, BacklogRate: c.backlogRate, Rounds: c.rounds,
 		},
 	}
+	if contains(c.scenarios, "latency") {
+		for _, d := range c.rtts {
+			rep.Settings.RTTs = append(rep.Settings.RTTs, d.Seconds())
+		}
+		rep.Settings.RequestBytes = c.limitBytes()
+		rep.Settings.SetBytes = c.reqBytes != 0
+		rep.Settings.FullSpool = c.fullSpool
+	}
 	var runErr error
 	for _, s := range c.scenarios {
 		var rs []*result
 		switch s {
 		case "backlog":
 			rs, runErr = e.runBacklog(ctx)
+		case "latency":
+			rs, runErr = e.runLatency(ctx)
 		case "steady":
 			// Repeated: its CPU figures are compared within a few
 			// percent, and a shared machine's noise can be larger

@@ -44,6 +44,7 @@ type result struct {
 	VsLimit   float64 `json:"vs_limit,omitempty"`      // backlog: DrainRate / the limit's, same round
 	SendVs    float64 `json:"send_vs_limit,omitempty"` // backlog: SendRate / the limit's, same round
 	BackAt    float64 `json:"back_at_s,omitempty"`     // backlog: when the endpoint came back, on the series' clock
+	RTT       float64 `json:"rtt_s,omitempty"`         // latency: the round trip the proxy added in the drain (0: loopback)
 	DiskAfter int64   `json:"disk_after,omitempty"`    // bytes on disk at the end
 	Outage    int64   `json:"outage_spans,omitempty"`  // spans produced during the outage
 
@@ -175,8 +176,8 @@ func (e *env) runTimed(ctx context.Context, scenario string, round int) (results
 			l.close()
 		}
 	}()
-	for _, sys := range c.systems {
-		l, err := e.newLane(ctx, fmt.Sprintf("%s-%d", scenario, round), sys, spec, otlptest.Pass)
+	for _, sys := range c.systemsFor(scenario) {
+		l, err := e.newLane(ctx, fmt.Sprintf("%s-%d", scenario, round), sys, spec, otlptest.Pass, tuning{})
 		if err != nil {
 			return nil, fmt.Errorf("%s, system %s: %w", scenario, sys, err)
 		}
@@ -369,14 +370,13 @@ func (e *env) runBacklog(ctx context.Context) ([]*result, error) {
 	c := e.cfg
 	var results []*result
 	for round := 1; round <= c.rounds; round++ {
-		order := append([]string(nil), c.systems...)
-		if round%2 == 0 {
-			sort.Sort(sort.Reverse(sort.StringSlice(order)))
-		}
 		var roundResults []*result
-		for _, sys := range order {
+		for _, sys := range roundOrder(c.systemsFor("backlog"), round) {
 			e.log("backlog round %d: system %s: %d exports of ~%d bytes while the endpoint refuses", round, sys, c.backlog, c.exportBytes)
-			r, err := e.runBacklogLane(ctx, sys, round)
+			r, err := e.runBacklogLane(ctx, backlogRun{
+				scenario: "backlog", dir: fmt.Sprintf("backlog-%d", round), sys: sys, round: round,
+				exports: c.backlog, back: otlptest.Pass, drainLimit: c.drainLimit,
+			})
 			if err != nil {
 				return nil, fmt.Errorf("backlog round %d, system %s: %w", round, sys, err)
 			}
@@ -385,28 +385,57 @@ func (e *env) runBacklog(ctx context.Context) ([]*result, error) {
 			}
 			roundResults = append(roundResults, r)
 		}
-		var limit *result
-		for _, r := range roundResults {
-			if r.System == "limit" {
-				limit = r
-			}
-		}
-		for _, r := range roundResults {
-			if limit != nil && limit.DrainRate > 0 && r.DrainRate > 0 {
-				r.VsLimit = r.DrainRate / limit.DrainRate
-			}
-			if limit != nil && limit.SendRate > 0 && r.SendRate > 0 {
-				r.SendVs = r.SendRate / limit.SendRate
-			}
-		}
+		vsLimit(roundResults)
 		results = append(results, roundResults...)
 	}
 	return results, nil
 }
 
-func (e *env) runBacklogLane(ctx context.Context, sys string, round int) (*result, error) {
+// roundOrder is the order of systems in a round: as given in odd rounds,
+// reversed in even ones, so that neither end of the list always runs on
+// a machine warmed (or tired) by the others.
+func roundOrder(systems []string, round int) []string {
+	order := append([]string(nil), systems...)
+	if round%2 == 0 {
+		sort.Sort(sort.Reverse(sort.StringSlice(order)))
+	}
+	return order
+}
+
+// vsLimit sets each result's ratios to the limit's among rs (one round).
+func vsLimit(rs []*result) {
+	var limit *result
+	for _, r := range rs {
+		if r.System == "limit" {
+			limit = r
+		}
+	}
+	for _, r := range rs {
+		if limit != nil && limit.DrainRate > 0 && r.DrainRate > 0 {
+			r.VsLimit = r.DrainRate / limit.DrainRate
+		}
+		if limit != nil && limit.SendRate > 0 && r.SendRate > 0 {
+			r.SendVs = r.SendRate / limit.SendRate
+		}
+	}
+}
+
+// backlogRun is one system's backlog: built while the endpoint refuses
+// connections, drained once the proxy is set to back.
+type backlogRun struct {
+	scenario, dir, sys string
+	round              int
+	exports            int
+	back               otlptest.Mode // the proxy's mode for the drain: Pass, or Latency
+	rtt                time.Duration // what back adds to each round trip, for the report
+	drainLimit         time.Duration
+	tune               tuning
+}
+
+func (e *env) runBacklogLane(ctx context.Context, b backlogRun) (*result, error) {
 	c := e.cfg
-	total := c.backlog * c.batch
+	sys := b.sys
+	total := b.exports * c.batch
 	spec := appSpec{
 		rate:      c.backlogRate * c.batch,
 		spans:     total,
@@ -417,7 +446,7 @@ func (e *env) runBacklogLane(ctx context.Context, sys string, round int) (*resul
 	if err := settleDisk(ctx, c); err != nil {
 		return nil, err
 	}
-	l, err := e.newLane(ctx, fmt.Sprintf("backlog-%d", round), sys, spec, faultMode("backlog"))
+	l, err := e.newLane(ctx, b.dir, sys, spec, faultMode("backlog"), b.tune)
 	if err != nil {
 		return nil, err
 	}
@@ -453,18 +482,24 @@ func (e *env) runBacklogLane(ctx context.Context, sys string, round int) (*resul
 	l.sampleNow(t0, true)
 	handed := l.app.lastStat().ok
 
+	// The clock starts before the limit is told: its drain may end before
+	// the acknowledgement comes back.
+	back := time.Now()
 	if sys == "limit" {
-		_, err = l.app.command(ctx, "up")
+		// The limit's proxy passed nothing while its buffer held the
+		// exports; it takes the drain's mode before the buffer is let go.
+		if err = l.proxy.SetMode(b.back); err == nil {
+			_, err = l.app.command(ctx, "up")
+		}
 	} else {
-		err = l.proxy.SetMode(otlptest.Pass)
+		err = l.proxy.SetMode(b.back)
 	}
 	if err != nil {
 		return nil, err
 	}
-	back := time.Now()
 	drain, first := -1.0, -1.0
 	if handed > 0 {
-		wctx, cancel := context.WithTimeout(ctx, c.drainLimit)
+		wctx, cancel := context.WithTimeout(ctx, b.drainLimit)
 		// Nothing reached the receiver while it was down, so its first
 		// span marks the moment sending resumed: what follows is the
 		// layer's sending speed, what precedes its wake-up.
@@ -486,7 +521,7 @@ func (e *env) runBacklogLane(ctx context.Context, sys string, round int) (*resul
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		default:
-			e.log("system %s: backlog not drained within %v (%d of %d spans)", sys, c.drainLimit, l.recv.Spans(), handed)
+			e.log("system %s: backlog not drained within %v (%d of %d spans)", sys, b.drainLimit, l.recv.Spans(), handed)
 		}
 	}
 	app, work, err := l.measure()
@@ -498,8 +533,9 @@ func (e *env) runBacklogLane(ctx context.Context, sys string, round int) (*resul
 	if err := l.stop(); err != nil {
 		return nil, err
 	}
-	r := e.finalCounts("backlog", l)
-	r.Round = round
+	r := e.finalCounts(b.scenario, l)
+	r.Round = b.round
+	r.RTT = b.rtt.Seconds()
 	r.Build = build.Seconds()
 	r.Drain = drain
 	if drain > 0 {

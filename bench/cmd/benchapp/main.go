@@ -11,7 +11,10 @@
 //	limit      an oracle that holds exports in memory while told the
 //	           endpoint is down and posts them, oldest first, with a plain
 //	           HTTP client at -limit-concurrency when told it is back: what
-//	           no layer could beat
+//	           no layer could beat; with -limit-merge-bytes it packs
+//	           consecutive uncompressed protobuf exports into requests of up
+//	           to that many bytes (protobuf messages of one type merge when
+//	           concatenated)
 //
 // The driver talks to it over stdin and stdout, one line each:
 //
@@ -39,6 +42,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +69,7 @@ type options struct {
 	attrBytes   int
 	prefix      [8]byte
 	concurrency int
+	mergeBytes  int
 }
 
 func main() {
@@ -103,6 +108,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.attrBytes, "attr-bytes", 0, "size of a string attribute on every span (0: none)")
 	fs.StringVar(&prefix, "prefix", "", "16 hex digits: the first half of every trace ID (required)")
 	fs.IntVar(&o.concurrency, "limit-concurrency", 4, "posts in flight while the limit drains")
+	fs.IntVar(&o.mergeBytes, "limit-merge-bytes", 0, "the limit packs held exports into requests of up to this many bytes (0: one export per request)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -114,8 +120,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case o.endpoint == "":
 		fmt.Fprintln(stderr, "benchapp: -endpoint is required")
 		return 2
-	case o.rate <= 0 || o.spans < 0 || o.batch < 0 || o.attrBytes < 0 || o.concurrency < 1:
-		fmt.Fprintln(stderr, "benchapp: -rate and -limit-concurrency must be positive, -spans, -batch and -attr-bytes not negative")
+	case o.rate <= 0 || o.spans < 0 || o.batch < 0 || o.attrBytes < 0 || o.concurrency < 1 || o.mergeBytes < 0:
+		fmt.Fprintln(stderr, "benchapp: -rate and -limit-concurrency must be positive, -spans, -batch, -attr-bytes and -limit-merge-bytes not negative")
 		return 2
 	case o.exporter == "otlpretry" && o.dir == "":
 		fmt.Fprintln(stderr, "benchapp: -dir is required with -exporter otlpretry")
@@ -215,7 +221,7 @@ func app(o options, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		expOpts = append(expOpts, otlptracehttp.WithHTTPClient(rt.Client()))
 	case "limit":
-		orc = newOracle(o.concurrency, logger)
+		orc = newOracle(o.concurrency, o.mergeBytes, logger)
 		expOpts = append(expOpts, otlptracehttp.WithHTTPClient(&http.Client{Transport: orc}))
 	default:
 		return fmt.Errorf("unknown -exporter %q", o.exporter)
@@ -376,9 +382,14 @@ func produce(ctx context.Context, tp trace.TracerProvider, o options, total int,
 // is still queued (so order is kept), an export is queued and answered 200
 // at once; otherwise it goes straight through. Once released, workers post
 // the queue oldest first; a post that fails is queued again at the front.
+// With a merge bound, a worker takes the longest run of queued exports to
+// one URL, uncompressed and of one content type whose bodies fit the bound
+// together (at least one), and posts their concatenation: for protobuf,
+// one request holding all of them.
 type oracle struct {
-	next   http.RoundTripper
-	logger *slog.Logger
+	next       http.RoundTripper
+	logger     *slog.Logger
+	mergeBytes int // 0: one export per request
 
 	mu     sync.Mutex // guards the fields below
 	held   bool
@@ -394,10 +405,10 @@ type held struct {
 	body                       []byte
 }
 
-func newOracle(concurrency int, logger *slog.Logger) *oracle {
+func newOracle(concurrency, mergeBytes int, logger *slog.Logger) *oracle {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2 * concurrency
-	o := &oracle{next: tr, logger: logger}
+	o := &oracle{next: tr, logger: logger, mergeBytes: mergeBytes}
 	o.wake = sync.NewCond(&o.mu)
 	for range concurrency {
 		o.wg.Add(1)
@@ -472,17 +483,18 @@ func (o *oracle) worker() {
 			o.mu.Unlock()
 			return
 		}
-		h := o.queue[0]
-		o.queue = o.queue[1:]
+		n := o.takeLocked()
+		group := o.queue[:n:n]
+		o.queue = o.queue[n:]
 		o.busy++
 		o.mu.Unlock()
 
-		err := o.post(h)
+		err := o.post(group)
 
 		o.mu.Lock()
 		o.busy--
 		if err != nil {
-			o.queue = append([]held{h}, o.queue...)
+			o.queue = append(slices.Clone(group), o.queue...)
 		}
 		o.mu.Unlock()
 		if err != nil {
@@ -492,8 +504,46 @@ func (o *oracle) worker() {
 	}
 }
 
-func (o *oracle) post(h held) error {
-	req, err := http.NewRequest(http.MethodPost, h.url, bytes.NewReader(h.body))
+// takeLocked is how many exports from the front of the queue (at least
+// one) go into the next request.
+func (o *oracle) takeLocked() int {
+	first := o.queue[0]
+	if o.mergeBytes <= 0 || !mergeable(first) {
+		return 1
+	}
+	n, size := 1, len(first.body)
+	for n < len(o.queue) {
+		h := o.queue[n]
+		if !mergeable(h) || h.url != first.url || h.contentType != first.contentType || size+len(h.body) > o.mergeBytes {
+			break
+		}
+		size += len(h.body)
+		n++
+	}
+	return n
+}
+
+// mergeable: concatenated protobuf messages of one type are one message
+// holding the fields of all; compressed or JSON bodies are not merged.
+func mergeable(h held) bool {
+	return h.encoding == "" && h.contentType == "application/x-protobuf"
+}
+
+// post sends group, one export or several merged, as one request.
+func (o *oracle) post(group []held) error {
+	h := group[0]
+	body := h.body
+	if len(group) > 1 {
+		var size int
+		for _, g := range group {
+			size += len(g.body)
+		}
+		body = make([]byte, 0, size)
+		for _, g := range group {
+			body = append(body, g.body...)
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, h.url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

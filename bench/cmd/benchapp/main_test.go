@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"io"
@@ -19,7 +20,7 @@ import (
 // for a single worker, once released.
 func TestOracleHoldsThenDelivers(t *testing.T) {
 	coll := otlptest.StartCollector(t)
-	o := newOracle(1, slog.New(slog.DiscardHandler))
+	o := newOracle(1, 0, slog.New(slog.DiscardHandler))
 	defer o.close()
 	client := &http.Client{Transport: o}
 
@@ -58,6 +59,81 @@ func TestOracleHoldsThenDelivers(t *testing.T) {
 	resp.Body.Close()
 	if err := coll.WaitSpans(ctx, want+1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With a merge bound the limit packs consecutive held protobuf exports
+// into requests that fit the bound, oldest first, and sends a compressed
+// export on its own: every span arrives once, in fewer requests.
+func TestOracleMergesHeldExports(t *testing.T) {
+	body, _ := otlptest.TraceBody(3)
+	for _, tc := range []struct {
+		name      string
+		bound     int
+		gzipAfter bool // one gzip export after the protobuf ones
+		requests  int
+	}{
+		{"one export per request", 0, false, 6},
+		{"two per request", 2 * len(body), false, 3},
+		{"all in one", 1 << 20, false, 1},
+		{"a compressed export breaks the run", 1 << 20, true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			coll := otlptest.StartCollector(t)
+			o := newOracle(1, tc.bound, slog.New(slog.DiscardHandler))
+			defer o.close()
+			client := &http.Client{Transport: o}
+			o.hold()
+			post := func(b []byte, encoding string) {
+				req, err := http.NewRequest(http.MethodPost, coll.Endpoint(otlptest.Traces), bytes.NewReader(b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/x-protobuf")
+				if encoding != "" {
+					req.Header.Set("Content-Encoding", encoding)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+			n := 6
+			if tc.gzipAfter {
+				n = 5
+			}
+			var want int
+			for range n {
+				b, _ := otlptest.TraceBody(3)
+				post(b, "")
+				want += 3
+			}
+			if tc.gzipAfter {
+				b, _ := otlptest.TraceBody(3)
+				var zb bytes.Buffer
+				zw := gzip.NewWriter(&zb)
+				_, _ = zw.Write(b)
+				_ = zw.Close()
+				post(zb.Bytes(), "gzip")
+				want += 3
+			}
+			o.release()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			if err := coll.WaitSpans(ctx, want); err != nil {
+				t.Fatal(err)
+			}
+			if err := coll.WaitRequests(ctx, "/v1/traces", tc.requests); err != nil {
+				t.Fatal(err)
+			}
+			if got := coll.Requests("/v1/traces"); got != tc.requests {
+				t.Errorf("%d requests, want %d", got, tc.requests)
+			}
+			if d := coll.SpanDuplicates(); d != 0 {
+				t.Errorf("%d duplicates", d)
+			}
+		})
 	}
 }
 
