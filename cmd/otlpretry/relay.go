@@ -87,7 +87,7 @@ precedence over the environment.`, e)
 	grpcListen := fs.String("grpc-listen", "", "OTLP/gRPC address, or off (env OTLPRETRY_RELAY_GRPC_LISTEN; default "+defaultGRPCListen+", this machine only)")
 	protocol := fs.String("protocol", "", "upstream protocol: grpc, http/protobuf or http/json (env "+otlpenv.ProtocolVar+" and per signal "+
 		otlpenv.SignalProtocolVar(spool.SignalTraces)+", ...; default "+string(otlpenv.DefaultProtocol)+")")
-	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+")")
+	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (grpc: host and port only) (env "+otlpenv.EndpointVar+")")
 	signalEndpoints := map[spool.Signal]*string{}
 	for _, sig := range otlpenv.Signals {
 		signalEndpoints[sig] = fs.String(strings.TrimPrefix(otlpenv.SignalEndpointFlag(sig), "--"), "",
