@@ -30,20 +30,17 @@ const (
 // listenOff is the address value that turns a receiver off.
 const listenOff = "off"
 
-// errGRPCUpstream is the start-up error for an upstream protocol the relay
-// cannot send yet.
-const errGRPCUpstream = "upstream protocol grpc is not supported yet; use http/protobuf"
-
 func runRelay(ctx context.Context, args []string, e *env) int {
 	fs := newFlagSet("relay", "[flags]", `
 Runs an OTLP/HTTP receiver (127.0.0.1:4318) and an OTLP/gRPC one
 (127.0.0.1:4317) for local applications, in any language, and forwards
-what they send to the upstream collector over OTLP/HTTP through the
-otlpretry transport: retried, and kept in a spool on disk while the
-upstream is down. A client is answered only once the upstream has accepted
-its export or the export is stored; the upstream's refusals (4xx) come back
-to the client as they came. Bodies are forwarded byte for byte (compressed
-ones stay so; gRPC messages go as application/x-protobuf, uncompressed).
+what they send to the upstream collector over OTLP/HTTP or OTLP/gRPC
+through the otlpretry transport: retried, and kept in a spool on disk while
+the upstream is down. A client is answered only once the upstream has
+accepted its export or the export is stored; the upstream's refusals come
+back to the client as they came. To an OTLP/HTTP upstream bodies are
+forwarded byte for byte (compressed ones stay so; gRPC messages go as
+application/x-protobuf, uncompressed).
 
 Receives POST /v1/traces, /v1/metrics and /v1/logs (application/x-protobuf
 or application/json, gzip, deflate or uncompressed, at most 64 MiB, also
@@ -66,26 +63,31 @@ OTEL_EXPORTER_OTLP_ENDPOINT are a base URL to which /v1/<signal> is
 appended; --traces-endpoint and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (and
 the same for metrics and logs) are used as given. For each signal the
 first set wins: its own flag, --endpoint, its own variable,
-OTEL_EXPORTER_OTLP_ENDPOINT.
+OTEL_EXPORTER_OTLP_ENDPOINT. For grpc, either gives the host and port
+(http:// without TLS, https:// with TLS and the system's roots); a path
+is ignored.
 
 The upstream protocol is --protocol, else the signal's own
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (METRICS, LOGS), else
 OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf; whatever a client used.
 http/protobuf and http/json are sent alike: each body as it came, which
-any OTLP/HTTP receiver takes. grpc is not supported yet.
+any OTLP/HTTP receiver takes. grpc sends each export as the signal's
+OTLP/gRPC Export call: JSON received over HTTP is converted to protobuf
+once, compressed bodies are inflated.
 
 Headers for the upstream (credentials, typically) come from
 OTEL_EXPORTER_OTLP_HEADERS, or for one signal from
 OTEL_EXPORTER_OTLP_TRACES_HEADERS (METRICS, LOGS), which replaces it
-("key=value,key2=value2", values percent-decoded). A signal's headers are
-sent to its endpoint only, and are never written to disk. Other settings
-of the transport are read from the OTLPRETRY_* variables (see the package
-documentation). Flags take precedence over the environment.`, e)
+("key=value,key2=value2", values percent-decoded; gRPC metadata for
+grpc). A signal's headers are sent to its endpoint only, and are never
+written to disk. Other settings of the transport are read from the
+OTLPRETRY_* variables (see the package documentation). Flags take
+precedence over the environment.`, e)
 	listen := fs.String("listen", "", "OTLP/HTTP address, or off (env OTLPRETRY_RELAY_LISTEN; default "+defaultListen+", this machine only)")
 	grpcListen := fs.String("grpc-listen", "", "OTLP/gRPC address, or off (env OTLPRETRY_RELAY_GRPC_LISTEN; default "+defaultGRPCListen+", this machine only)")
-	protocol := fs.String("protocol", "", "upstream protocol: http/protobuf or http/json (env "+otlpenv.ProtocolVar+" and per signal "+
+	protocol := fs.String("protocol", "", "upstream protocol: grpc, http/protobuf or http/json (env "+otlpenv.ProtocolVar+" and per signal "+
 		otlpenv.SignalProtocolVar(spool.SignalTraces)+", ...; default "+string(otlpenv.DefaultProtocol)+")")
-	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (env "+otlpenv.EndpointVar+")")
+	endpoint := fs.String("endpoint", "", "upstream base URL, e.g. https://collector:4318; /v1/<signal> is appended (grpc: host and port only) (env "+otlpenv.EndpointVar+")")
 	signalEndpoints := map[spool.Signal]*string{}
 	for _, sig := range otlpenv.Signals {
 		signalEndpoints[sig] = fs.String(strings.TrimPrefix(otlpenv.SignalEndpointFlag(sig), "--"), "",
@@ -115,7 +117,7 @@ documentation). Flags take precedence over the environment.`, e)
 		return def
 	}
 
-	flags := otlpenv.Flags{Endpoint: *endpoint, Signal: map[spool.Signal]string{}}
+	flags := otlpenv.Flags{Endpoint: *endpoint, Signal: map[spool.Signal]string{}, Protocol: *protocol}
 	for sig, v := range signalEndpoints {
 		flags.Signal[sig] = *v
 	}
@@ -132,15 +134,6 @@ documentation). Flags take precedence over the environment.`, e)
 			u.Path = strings.TrimSuffix(u.Path, "/v1/"+d.Signal.String())
 			upstream = &u
 			break
-		}
-	}
-	for _, d := range dests {
-		p, from, err := otlpenv.ResolveProtocol(*protocol, d.Signal, e.getenv)
-		if err != nil {
-			return fail("%v", err)
-		}
-		if p == otlpenv.ProtocolGRPC {
-			return fail("%s (%s, for %s): %s", from, p, d.Signal, errGRPCUpstream)
 		}
 	}
 	// A flag given empty turns its receiver off, as "off" does.
@@ -195,9 +188,18 @@ documentation). Flags take precedence over the environment.`, e)
 	}
 	for _, d := range dests {
 		// The backlog of an earlier run is sent at once rather than after
-		// a live request to its destination: the scope adds that
-		// destination's headers below the transport, as for live
-		// requests, so the transport itself has none to add.
+		// a live request to its destination. For OTLP/HTTP, the scope
+		// adds that destination's headers below the transport, as for
+		// live requests, so the transport itself has none to add. For
+		// OTLP/gRPC, the transport sends them as metadata over a
+		// connection of its own, under the URL it stores the exports
+		// with: grpcs:// for a TLS destination, so that they never go
+		// over a connection without TLS (those stored as grpc:// before
+		// the connection was seen to use TLS wait for a live call).
+		if d.Protocol == otlpenv.ProtocolGRPC {
+			opts = append(opts, otlpretry.WithEndpointHeaders(d.StoredURL(), d.Header))
+			continue
+		}
 		opts = append(opts, otlpretry.WithEndpointHeaders(d.URL.String(), http.Header{}))
 	}
 	if isSet(fs, "max-bytes") {
@@ -328,6 +330,7 @@ documentation). Flags take precedence over the environment.`, e)
 			gsrv.Stop()
 		}
 		_ = rt.Shutdown(context.Background())
+		_ = h.Close()
 		return exitFailure
 	}
 	stop() // a second signal ends the process at once
@@ -357,6 +360,11 @@ documentation). Flags take precedence over the environment.`, e)
 			logger.Error("otlpretry relay: transport shutdown", "err", err)
 			code = exitFailure
 		}
+	}
+	// The transport's background delivery uses the gRPC upstreams'
+	// connections until it is shut down.
+	if err := h.Close(); err != nil {
+		logger.Warn("otlpretry relay: closing the OTLP/gRPC upstream connections", "err", err)
 	}
 	st = rt.Stats()
 	logger.Info("otlpretry relay: stopped", "backlog_left_on_disk", st.Records, "bytes", st.Bytes)

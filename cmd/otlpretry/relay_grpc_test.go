@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,12 +211,7 @@ func TestRelayProtocolAndListenErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"grpc flag", nil, []string{"--protocol", "grpc"},
-			"--protocol (grpc, for traces): upstream protocol grpc is not supported yet; use http/protobuf"},
-		{"grpc variable", []string{"OTEL_EXPORTER_OTLP_PROTOCOL=grpc"}, nil,
-			"OTEL_EXPORTER_OTLP_PROTOCOL (grpc, for traces): upstream protocol grpc is not supported yet"},
-		{"grpc for one signal", []string{"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=grpc"}, nil,
-			"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL (grpc, for logs): upstream protocol grpc is not supported yet"},
+		{"unknown protocol flag", nil, []string{"--protocol", "gRPC"}, `--protocol: unknown protocol "gRPC"`},
 		{"unknown protocol", []string{"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/proto"}, nil,
 			`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: unknown protocol "http/proto": want grpc, http/protobuf or http/json`},
 		{"both off", nil, []string{"--listen", "off", "--grpc-listen", ""}, "both receivers are off"},
@@ -231,5 +228,65 @@ func TestRelayProtocolAndListenErrors(t *testing.T) {
 	r := startRelay(t, cleanEnv(t, "OTEL_EXPORTER_OTLP_ENDPOINT="+col.URL(), "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"), "--dir", t.TempDir())
 	if err := exportSpans(t, r.grpcAddr, 1); err != nil || col.Spans() != 1 {
 		t.Errorf("http/json upstream: %v, %d spans", err, col.Spans())
+	}
+}
+
+// The real binary with an OTLP/gRPC upstream (OTEL_EXPORTER_OTLP_PROTOCOL
+// =grpc): spans from a gRPC client and from an HTTP client sending JSON
+// reach the upstream once each, with the configured headers as metadata;
+// while the upstream is down they are stored, and delivered over gRPC once
+// it is back.
+func TestRelayGRPCUpstream(t *testing.T) {
+	t.Parallel()
+	col := otlptest.StartGRPCCollector(t)
+	dir := t.TempDir()
+	r := startRelay(t, cleanEnv(t, secretEnv, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.Addr(),
+		"OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTLPRETRY_PROBE_INTERVAL=50ms"), "--dir", dir)
+
+	if err := exportSpans(t, r.grpcAddr, 3); err != nil {
+		t.Fatalf("gRPC client: %v", err)
+	}
+	const traceJSON = `{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"j"}]}]}]}`
+	resp, err := http.Post(r.url("/v1/traces"), "application/json", strings.NewReader(traceJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || col.Spans() != 4 {
+		t.Fatalf("HTTP JSON client: %d, upstream has %d spans; want 200, 4", resp.StatusCode, col.Spans())
+	}
+	var tid [16]byte
+	var sid [8]byte
+	hex.Decode(tid[:], []byte("5b8efff798038103d269b633813fc60c"))
+	hex.Decode(sid[:], []byte("eee19b7ec3c1b174"))
+	if !col.HasSpan(tid, sid) {
+		t.Error("the JSON span arrived without its trace and span IDs")
+	}
+
+	col.Stop()
+	if err := exportSpans(t, r.grpcAddr, 2); err != nil {
+		t.Fatalf("during the outage: %v, want success (stored)", err)
+	}
+	if st := relayStatus(t, r); st.Backlog.Records != 2 {
+		t.Fatalf("backlog %d during the outage, want 2", st.Backlog.Records)
+	}
+	if err := col.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := col.Wait(ctx, "6 spans", func(c *otlptest.GRPCCollector) bool { return c.Spans() >= 6 }); err != nil {
+		t.Fatal(err)
+	}
+	if col.Spans() != 6 || col.SpanDuplicates() != 0 {
+		t.Errorf("upstream has %d spans (%d duplicates), want 6 once each", col.Spans(), col.SpanDuplicates())
+	}
+	for _, c := range col.Calls() {
+		if v := c.MD.Get("x-api-key"); len(v) != 1 || v[0] != secretValue {
+			t.Errorf("%s call without the configured metadata: %v", c.Method, c.MD)
+		}
+	}
+	if code := r.signal(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 }

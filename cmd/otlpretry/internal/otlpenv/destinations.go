@@ -38,12 +38,15 @@ type Flags struct {
 	Endpoint string
 	// Signal holds each signal's own URL (--traces-endpoint, ...).
 	Signal map[spool.Signal]string
+	// Protocol is every signal's upstream protocol (--protocol).
+	Protocol string
 }
 
 // Destination is where one signal's exports go.
 type Destination struct {
 	Signal spool.Signal
-	// URL is the full URL exports are POSTed to.
+	// URL is the full URL exports are POSTed to; for ProtocolGRPC, the
+	// endpoint's scheme and host only (see GRPCTarget).
 	URL *url.URL
 	// From names the flag or variable the URL came from.
 	From string
@@ -53,6 +56,10 @@ type Destination struct {
 	// HeaderFrom names the variable the headers came from; empty when
 	// there are none.
 	HeaderFrom string
+	// Protocol is how exports are sent to URL; ProtocolFrom names the flag
+	// or variable it came from, empty for DefaultProtocol.
+	Protocol     Protocol
+	ProtocolFrom string
 }
 
 // A BaseSignalPathError reports a base endpoint whose path already ends
@@ -77,20 +84,26 @@ var ErrNoEndpoint = fmt.Errorf("no upstream: give %s or set %s (or a signal's ow
 	EndpointFlag, EndpointVar, SignalEndpointVar(spool.SignalTraces))
 
 // Resolve works out each signal's destination as the OTel specification
-// defines it: a signal's own endpoint is used as given (its path, or "/"
-// when it has none); a base endpoint gets /v1/<signal> appended to its
-// path. For each signal the first that is set wins: its own flag, the base
+// defines it. For OTLP/HTTP, a signal's own endpoint is used as given (its
+// path, or "/" when it has none) and a base endpoint gets /v1/<signal>
+// appended to its path. For OTLP/gRPC (see GRPCTarget), either endpoint
+// gives the host and, by its scheme, the security; its path is ignored.
+// For each signal the first that is set wins: its own flag, the base
 // flag, its own variable, the base variable; flags beat the environment,
 // and within each the signal's own setting beats the base. The headers of
 // a signal are those of its own variable when set, else those of
 // OTEL_EXPORTER_OTLP_HEADERS (the one replaces the other, as in the SDKs).
+// The protocol is ResolveProtocol's.
 //
 // A base endpoint whose path ends in /v1/traces, /v1/metrics or /v1/logs
-// is refused with a *BaseSignalPathError, an unusable endpoint with a
-// message naming the flag or variable (wrapping an *EndpointError). Two
-// signals sent to the same URL with different headers are refused, since
-// a destination has one set of credentials. A signal with no endpoint at
-// all is left out; when none has one, the error is ErrNoEndpoint.
+// is refused with a *BaseSignalPathError when an OTLP/HTTP signal uses
+// it, an unusable endpoint with a message naming the flag or variable
+// (wrapping an *EndpointError), an unknown protocol with a
+// *ProtocolError. Two OTLP/HTTP signals sent to the same URL with
+// different headers are refused, since a destination has one set of
+// credentials (OTLP/gRPC signals are each their own destination: the
+// host and the signal's Export method). A signal with no endpoint at all
+// is left out; when none has one, the error is ErrNoEndpoint.
 func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 	base, baseFrom := flags.Endpoint, EndpointFlag
 	if base == "" {
@@ -102,14 +115,6 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", baseFrom, err)
 		}
-		for _, s := range Signals {
-			suffix := "/v1/" + s.String()
-			if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, suffix) {
-				b := *u
-				b.Path, b.RawPath = strings.TrimSuffix(p, suffix), ""
-				return nil, &BaseSignalPathError{From: baseFrom, URL: u.Redacted(), Base: b.Redacted(), Signal: s}
-			}
-		}
 		baseURL = u
 	}
 	generalHeaders, err := ParseHeaders(getenv(HeadersVar))
@@ -120,6 +125,10 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 	var dests []Destination
 	for _, s := range Signals {
 		d := Destination{Signal: s}
+		if d.Protocol, d.ProtocolFrom, err = ResolveProtocol(flags.Protocol, s, getenv); err != nil {
+			return nil, err
+		}
+		grpc := d.Protocol == ProtocolGRPC
 		own, ownFrom := flags.Signal[s], SignalEndpointFlag(s)
 		if own == "" && flags.Endpoint == "" {
 			own, ownFrom = getenv(SignalEndpointVar(s)), SignalEndpointVar(s)
@@ -134,7 +143,13 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 				u.Path = "/"
 			}
 			d.URL, d.From = u, ownFrom
+		case baseURL != nil && grpc:
+			u := *baseURL
+			d.URL, d.From = &u, baseFrom
 		case baseURL != nil:
+			if err := checkBasePath(baseURL, baseFrom); err != nil {
+				return nil, err
+			}
 			u, err := url.Parse(SignalURL(baseURL, s, ""))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", baseFrom, err)
@@ -142,6 +157,11 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 			d.URL, d.From = u, baseFrom
 		default:
 			continue
+		}
+		if grpc {
+			// The OTel specification's gRPC endpoint: scheme and host;
+			// a path means nothing to gRPC.
+			d.URL = &url.URL{Scheme: d.URL.Scheme, Host: d.URL.Host}
 		}
 		d.Header, d.HeaderFrom = generalHeaders, HeadersVar
 		if v := getenv(SignalHeadersVar(s)); strings.TrimSpace(v) != "" {
@@ -154,7 +174,7 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 			d.HeaderFrom = ""
 		}
 		for _, o := range dests {
-			if SameDestination(o.URL, d.URL) && !sameHeader(o.Header, d.Header) {
+			if !grpc && o.Protocol != ProtocolGRPC && SameDestination(o.URL, d.URL) && !sameHeader(o.Header, d.Header) {
 				return nil, fmt.Errorf("%s and %s are both sent to %s but with different headers (%s, %s): a destination has one set of headers",
 					o.Signal, s, d.URL.Redacted(), orNone(o.HeaderFrom), orNone(d.HeaderFrom))
 			}
@@ -165,6 +185,20 @@ func Resolve(flags Flags, getenv func(string) string) ([]Destination, error) {
 		return nil, ErrNoEndpoint
 	}
 	return dests, nil
+}
+
+// checkBasePath refuses a base endpoint whose path already ends in
+// /v1/<signal>, to which /v1/<signal> would be appended a second time.
+func checkBasePath(u *url.URL, from string) error {
+	for _, s := range Signals {
+		suffix := "/v1/" + s.String()
+		if p := strings.TrimSuffix(u.Path, "/"); strings.HasSuffix(p, suffix) {
+			b := *u
+			b.Path, b.RawPath = strings.TrimSuffix(p, suffix), ""
+			return &BaseSignalPathError{From: from, URL: u.Redacted(), Base: b.Redacted(), Signal: s}
+		}
+	}
+	return nil
 }
 
 // SameDestination reports whether a and b name the same destination: the

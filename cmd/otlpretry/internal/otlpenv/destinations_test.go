@@ -136,3 +136,67 @@ func TestResolveRefuses(t *testing.T) {
 		t.Errorf("%v: want a *BaseSignalPathError for logs", err)
 	}
 }
+
+// For grpc, the endpoint gives the host and, by its scheme, the security;
+// its path is ignored and /v1/<signal> is not appended, even to a base
+// whose path ends in one. Each signal is its own destination, so two
+// signals on one host may have different headers.
+func TestResolveGRPC(t *testing.T) {
+	dests, err := Resolve(Flags{}, getenvOf(map[string]string{
+		EndpointVar: "http://c:4317/v1/traces", ProtocolVar: "grpc",
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://M.example:443/ignored",
+		"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL":    "http/protobuf",
+		"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT":    "http://l:4318/v1/logs",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS":   "a=1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		signal           spool.Signal
+		protocol         Protocol
+		url, target      string
+		secure           bool
+		stored, protFrom string
+	}{
+		{spool.SignalTraces, ProtocolGRPC, "http://c:4317", "c:4317", false,
+			"grpc://c:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export", ProtocolVar},
+		{spool.SignalMetrics, ProtocolGRPC, "https://M.example:443", "m.example:443", true,
+			"grpcs://m.example:443/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", ProtocolVar},
+		{spool.SignalLogs, ProtocolHTTPProtobuf, "http://l:4318/v1/logs", "", false, "", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"},
+	} {
+		var d *Destination
+		for i := range dests {
+			if dests[i].Signal == c.signal {
+				d = &dests[i]
+			}
+		}
+		if d == nil {
+			t.Fatalf("%s: no destination", c.signal)
+		}
+		if d.Protocol != c.protocol || d.ProtocolFrom != c.protFrom || d.URL.String() != c.url {
+			t.Errorf("%s: %s %q from %s, want %s %q from %s", c.signal, d.Protocol, d.URL, d.ProtocolFrom, c.protocol, c.url, c.protFrom)
+		}
+		if c.protocol != ProtocolGRPC {
+			continue
+		}
+		if target, secure := d.GRPCTarget(); target != c.target || secure != c.secure {
+			t.Errorf("%s: target %q secure %v, want %q %v", c.signal, target, secure, c.target, c.secure)
+		}
+		if got := d.StoredURL(); got != c.stored {
+			t.Errorf("%s: StoredURL %q, want %q", c.signal, got, c.stored)
+		}
+	}
+
+	// Different headers for two gRPC signals on one host: allowed.
+	if _, err := Resolve(Flags{Endpoint: "http://c:4317", Protocol: "grpc"}, getenvOf(map[string]string{
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "a=1", "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "a=2",
+	})); err != nil {
+		t.Errorf("per-signal headers on one gRPC host: %v", err)
+	}
+	// An unknown protocol is reported even for a signal with no endpoint.
+	var pe *ProtocolError
+	if _, err := Resolve(Flags{Endpoint: "http://c:4318"}, getenvOf(map[string]string{"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grcp"})); !errors.As(err, &pe) {
+		t.Errorf("unknown protocol: %v, want a *ProtocolError", err)
+	}
+}

@@ -53,12 +53,13 @@ var grpcServices = []struct {
 //   - a signal without a destination: Unimplemented;
 //   - the upstream's refusal: see grpcStatus.
 //
-// Each message is forwarded as it came, never decoded and re-encoded: its
-// bytes are POSTed as application/x-protobuf to the signal's destination
-// through the same transport, so stored, delivered and counted as HTTP
-// exports are. A gzip-compressed message is inflated by gRPC, within the
-// size cap, and forwarded uncompressed. Metadata other than the token is
-// not forwarded.
+// To an OTLP/HTTP upstream each message is forwarded as it came, never
+// decoded and re-encoded: its bytes are POSTed as application/x-protobuf
+// to the signal's destination through the same transport, so stored,
+// delivered and counted as HTTP exports are. To an OTLP/gRPC upstream it
+// goes, as it came, as the same Export call (see Config.Destinations).
+// A gzip-compressed message is inflated by gRPC, within the size cap, and
+// forwarded uncompressed. Metadata other than the token is not forwarded.
 func (r *Relay) NewGRPCServer() *grpc.Server {
 	s := grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{}),
@@ -101,8 +102,8 @@ func (r *Relay) exportGRPC(ctx context.Context, signal spool.Signal, dec func(an
 		// Internal for a message it could not inflate.
 		return nil, err
 	}
-	target := r.targets[signal]
-	if target == "" {
+	up := r.upstreams[signal]
+	if up == nil {
 		return nil, status.Error(codes.Unimplemented, r.noDestination(signal))
 	}
 	if len(body) == 0 {
@@ -116,12 +117,11 @@ func (r *Relay) exportGRPC(ctx context.Context, signal spool.Signal, dec func(an
 		}
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	resp, err := r.forward(ctx, signal, target, "application/x-protobuf", "", body)
+	ans, err := r.forward(ctx, signal, "application/x-protobuf", "", body)
 	if err != nil {
 		return nil, retryStatus(codes.Unavailable, errNotTaken, RetryAfter)
 	}
-	defer resp.Body.Close()
-	return grpcAnswer(resp, time.Now())
+	return ans.grpcReply()
 }
 
 // maxAnswerBytes bounds what is read of the upstream's answer.

@@ -11,6 +11,8 @@ import (
 // its destination, and to a request for any other URL none. Every request
 // is covered this way, live or from the spool, of this run or left by an
 // earlier one, so a destination's credentials never reach another.
+// OTLP/gRPC destinations are left out: their headers go as the metadata
+// of their calls.
 //
 // The relay's own requests carry no configured headers: the transport
 // remembers a live request's headers by endpoint, in memory, and would
@@ -35,7 +37,7 @@ func NewHeaderScope(next http.RoundTripper, dests []otlpenv.Destination) *Header
 // the same names; req itself is not modified.
 func (h *HeaderScope) RoundTrip(req *http.Request) (*http.Response, error) {
 	for _, d := range h.dests {
-		if len(d.Header) == 0 || !otlpenv.SameDestination(d.URL, req.URL) {
+		if len(d.Header) == 0 || d.Protocol == otlpenv.ProtocolGRPC || !otlpenv.SameDestination(d.URL, req.URL) {
 			continue
 		}
 		out := *req

@@ -1,25 +1,29 @@
 // Package relay is the otlpretry command's relay: an OTLP/HTTP receiver
 // (Relay, an http.Handler) and an OTLP/gRPC one (Relay.NewGRPCServer) for
-// local clients, which check each request and forward its body, byte for
-// byte, through an otlpretry.Transport to the upstream collector over
-// OTLP/HTTP, plus the relay's own /healthz, /status and /metrics.
+// local clients, which check each request and forward it through an
+// otlpretry.Transport to each signal's upstream collector, plus the
+// relay's own /healthz, /status and /metrics.
+//
+// To an OTLP/HTTP upstream a body is forwarded byte for byte, as it came
+// (a gRPC message as application/x-protobuf). To an OTLP/gRPC upstream
+// every export goes as the signal's Export call, over a connection through
+// the transport's interceptor: protobuf uncompressed, JSON converted once.
 //
 // A client is answered only once the upstream has accepted the export or
-// the transport has stored it on disk: the transport's RoundTrip returns
-// the upstream's answer, or a 200 after storing. A request refused here
+// the transport has stored it on disk: the transport returns the
+// upstream's answer, or success after storing. A request refused here
 // (wrong path, method, token, content type or encoding, too large, or a
 // body that is not a well-formed export) never reaches the transport, so
 // it is never stored.
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -33,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
@@ -46,8 +51,10 @@ const DefaultMaxBodyBytes = 64 << 20
 // Config describes a Relay.
 type Config struct {
 	// Destinations are where each signal's exports go; a signal without
-	// one is answered 404. Their headers are not set by the relay: see
-	// HeaderScope, which the Transport is expected to carry them through.
+	// one is answered 404. The headers of an OTLP/HTTP destination are not
+	// set by the relay: see HeaderScope, which the Transport is expected
+	// to carry them through. Those of an OTLP/gRPC destination are sent
+	// as the metadata of each of its calls.
 	Destinations []otlpenv.Destination
 	// Upstream is the base endpoint, shown by /status; nil when there is
 	// none.
@@ -56,8 +63,13 @@ type Config struct {
 	// made with otlpretry.WithCallerRetry, since an export it returns an
 	// error for is answered 503 with Retry-After, which the client
 	// retries: it counts such an export as refused, not dropped, and
-	// logs it.
+	// logs it. OTLP/gRPC destinations require an *otlpretry.Transport:
+	// their connections go through its DialOption.
 	Transport http.RoundTripper
+	// GRPCTLS is the TLS configuration of connections to https://
+	// OTLP/gRPC destinations. If nil, the system's roots and TLS 1.2 at
+	// least.
+	GRPCTLS *tls.Config
 	// Stats reads the transport's counters for /status and /metrics.
 	Stats func() otlpretry.Stats
 	// AuthToken, when not empty, is the bearer token clients must send.
@@ -85,9 +97,11 @@ type Relay struct {
 	// receiver answered.
 	httpRequests, grpcRequests *requestCounter
 	started                    time.Time
-	// targets holds each signal's destination URL, as a string, by
-	// spool.Signal; empty for a signal not forwarded.
-	targets [4]string
+	// upstreams holds each signal's upstream, by spool.Signal; nil for a
+	// signal not forwarded.
+	upstreams [4]upstream
+	// conns are the connections to OTLP/gRPC upstreams, closed by Close.
+	conns   []*grpc.ClientConn
 	badBody logLimiter
 }
 
@@ -107,11 +121,30 @@ func New(cfg Config) (*Relay, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Relay{cfg: cfg, started: time.Now(), badBody: logLimiter{interval: badBodyLogInterval, now: time.Now}}
+	needGRPC := false
 	for _, d := range cfg.Destinations {
-		if d.URL == nil || int(d.Signal) >= len(r.targets) || d.Signal == spool.SignalUnknown {
+		if d.URL == nil || int(d.Signal) >= len(r.upstreams) || d.Signal == spool.SignalUnknown {
 			return nil, errors.New("relay: a destination needs a URL and a signal")
 		}
-		r.targets[d.Signal] = d.URL.String()
+		if d.Protocol == otlpenv.ProtocolGRPC {
+			needGRPC = true
+			continue
+		}
+		r.upstreams[d.Signal] = &httpUpstream{rt: cfg.Transport, target: d.URL.String()}
+	}
+	if needGRPC {
+		t, ok := cfg.Transport.(*otlpretry.Transport)
+		if !ok {
+			return nil, errors.New("relay: an OTLP/gRPC destination needs Transport to be an *otlpretry.Transport")
+		}
+		ups, conns, err := dialGRPC(cfg.Destinations, t, cfg.GRPCTLS)
+		if err != nil {
+			return nil, err
+		}
+		for sig, u := range ups {
+			r.upstreams[sig] = u
+		}
+		r.conns = conns
 	}
 	if cfg.AuthToken != "" {
 		r.tokenHash = sha256.Sum256([]byte(cfg.AuthToken))
@@ -122,6 +155,7 @@ func New(cfg Config) (*Relay, error) {
 	r.grpcRequests = newRequestCounter("otlpretry_relay_grpc_requests_total",
 		"OTLP/gRPC Export calls received by the relay, by signal and the gRPC status code answered (OK, Unavailable, ...).")
 	if err := r.registry.Register(newStatsCollector(cfg.Stats)); err != nil {
+		_ = r.Close()
 		return nil, err
 	}
 	r.registry.MustRegister(r.httpRequests.vec, r.grpcRequests.vec,
@@ -129,6 +163,18 @@ func New(cfg Config) (*Relay, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.metrics = promhttp.HandlerFor(r.registry, promhttp.HandlerOpts{})
 	return r, nil
+}
+
+// Close closes the connections to OTLP/gRPC upstreams. Call it once the
+// receivers have stopped and the Transport is shut down: the Transport's
+// background delivery sends stored exports over them.
+func (r *Relay) Close() error {
+	var errs []error
+	for _, cc := range r.conns {
+		errs = append(errs, cc.Close())
+	}
+	r.conns = nil
+	return errors.Join(errs...)
 }
 
 // Registry is the relay's own Prometheus registry, served on /metrics.
@@ -197,8 +243,8 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 		tooLarge(w, r.cfg.MaxBodyBytes)
 		return
 	}
-	target := r.targets[signal]
-	if target == "" {
+	up := r.upstreams[signal]
+	if up == nil {
 		http.Error(w, r.noDestination(signal), http.StatusNotFound)
 		return
 	}
@@ -237,8 +283,14 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 
 	// What the upstream could not decode would be refused there, and
 	// quarantined if it was stored meanwhile: refuse it here, whether the
-	// upstream is up or down.
-	if err := checkBody(signal, mt, enc, body, r.cfg.MaxBodyBytes); err != nil {
+	// upstream is up or down. A gRPC upstream takes protobuf only,
+	// uncompressed: the body is inflated and JSON converted, once.
+	if up.grpc() {
+		body, err = grpcBody(signal, mt, enc, body, r.cfg.MaxBodyBytes)
+	} else {
+		err = checkBody(signal, mt, enc, body, r.cfg.MaxBodyBytes)
+	}
+	if err != nil {
 		if errors.Is(err, ErrInflatedTooLarge) {
 			w.Header().Set("Connection", "close")
 			http.Error(w, "the body inflates to over "+strconv.FormatInt(r.cfg.MaxBodyBytes, 10)+" bytes", http.StatusRequestEntityTooLarge)
@@ -258,16 +310,13 @@ func (r *Relay) ingest(w http.ResponseWriter, req *http.Request) {
 	} else {
 		enc = req.Header.Get("Content-Encoding")
 	}
-	resp, err := r.forward(req.Context(), signal, target, mt, enc, body)
+	ans, err := r.forward(req.Context(), signal, mt, enc, body)
 	if err != nil {
 		w.Header().Set("Retry-After", strconv.Itoa(int(RetryAfter/time.Second)))
 		http.Error(w, errNotTaken, http.StatusServiceUnavailable)
 		return
 	}
-	defer resp.Body.Close()
-	copyHeader(w.Header(), resp.Header)
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
+	ans.writeHTTP(w, mt)
 }
 
 // RetryAfter is the wait the relay asks of a client whose export it can
@@ -277,32 +326,24 @@ const RetryAfter = 5 * time.Second
 const errNotTaken = "the relay can neither deliver nor store this export now; retry later"
 
 // forward sends body, as received with the given media type and
-// Content-Encoding ("" for none), to target through the transport: the one
-// path of HTTP and gRPC exports, so both are stored, counted and delivered
-// alike. An error means the export was neither delivered nor stored
-// (spool full, disk error, shutting down): the client keeps it and is told
-// to retry. The transport counts such an export as refused and logs it, at
-// most once per log interval.
+// Content-Encoding ("" for none), to signal's upstream through the
+// transport: the one path of HTTP and gRPC exports, so both are stored,
+// counted and delivered alike. For a gRPC upstream body is uncompressed
+// protobuf (grpcBody). An error means the export was neither delivered nor
+// stored (spool full, disk error, shutting down): the client keeps it and
+// is told to retry. The transport counts such an export as refused and
+// logs it, at most once per log interval.
 //
-// The request keeps the client's context: if the client leaves, the
+// The call keeps the client's context: if the client leaves, the
 // transport keeps the export and settles it in the background.
-func (r *Relay) forward(ctx context.Context, signal spool.Signal, target, mediaType, encoding string, body []byte) (*http.Response, error) {
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("upstream request: %w", err)
-	}
-	out.Header.Set("Content-Type", mediaType)
-	if encoding != "" {
-		out.Header.Set("Content-Encoding", encoding)
-	}
-	out.Header.Set("User-Agent", "otlpretry-relay")
-	resp, err := r.cfg.Transport.RoundTrip(out)
+func (r *Relay) forward(ctx context.Context, signal spool.Signal, mediaType, encoding string, body []byte) (answer, error) {
+	ans, err := r.upstreams[signal].send(ctx, mediaType, encoding, body)
 	if err != nil {
 		r.cfg.Logger.Debug("otlpretry relay: export neither delivered nor stored; the client was told to retry",
 			"signal", signal.String(), "err", err)
 		return nil, err
 	}
-	return resp, nil
+	return ans, nil
 }
 
 // noDestination says how to give signal a destination.
