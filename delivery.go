@@ -741,26 +741,34 @@ func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
 		out, wait, detail, credentials = d.judge(dest, resp, err, live)
 	}
 
-	var settleErr error
+	d.settleOne(dest, rec.ID, out, detail)
+	return result{out: out, retryAfter: wait, target: &target, cause: detail, nameLookup: isNameLookup(err), credentials: credentials}
+}
+
+// settleOne settles a record sent alone by what its attempt came to:
+// acknowledged when delivered, quarantined with the reason when refused.
+// A retryable failure leaves it claimed, for run to release once it has
+// decided the wait; canceled (shutting down) leaves it for Close to put
+// back in line.
+func (d *delivery) settleOne(dest destination, id spool.ID, out retry.Outcome, detail string) {
+	var err error
 	switch {
 	case out == retry.Delivered:
-		settleErr = d.spool.Ack(rec.ID)
+		err = d.spool.Ack(id)
 		d.counters.delivered.Add(1)
 	case out == retry.Rejected:
-		settleErr = d.spool.Quarantine(rec.ID, detail)
+		err = d.spool.Quarantine(id, detail)
 		d.counters.quarantined.Add(1)
 		if ok, held := d.rejectLimit.allow(); ok {
-			cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
+			d.cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
 				"destination", dest.String(), "answer", detail, "dir", d.spool.Dir(), "similar_since_last", held)
 		}
 	case out.Retryable():
 		d.counters.retried.Add(1)
 	}
-	// canceled: shutting down; the spool returns the record to the line.
-	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
-		cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
+	if err != nil && !errors.Is(err, spool.ErrClosed) {
+		d.cfg.logger.Warn("otlpretry: cannot update the spool", "id", id.String(), "err", err)
 	}
-	return result{out: out, retryAfter: wait, target: &target, cause: detail, nameLookup: isNameLookup(err), credentials: credentials}
 }
 
 // judge says what an attempt to send stored exports to dest came to, and

@@ -71,30 +71,12 @@ func (d *delivery) invokeGRPC(dest destination, body []byte, timeout time.Durati
 // stored to its own destination, over the latest live connection to it
 // (or one of its own for a destination with configured headers).
 func (d *delivery) deliverOneGRPC(dest destination, rec *spool.Record) result {
-	cfg := d.cfg
 	target := *rec
 	target.Body = nil
-	live, err := d.invokeGRPC(dest, rec.Body, cfg.attemptTimeout[rec.Signal])
+	live, err := d.invokeGRPC(dest, rec.Body, d.cfg.attemptTimeout[rec.Signal])
 	d.spool.Recycle(rec)
 	out, wait, detail, credentials := d.judgeGRPC(dest, err, live)
-	var settleErr error
-	switch {
-	case out == retry.Delivered:
-		settleErr = d.spool.Ack(rec.ID)
-		d.counters.delivered.Add(1)
-	case out == retry.Rejected:
-		settleErr = d.spool.Quarantine(rec.ID, detail)
-		d.counters.quarantined.Add(1)
-		if ok, held := d.rejectLimit.allow(); ok {
-			cfg.logger.Warn("otlpretry: the endpoint refused a spooled export; it is quarantined",
-				"destination", dest.String(), "answer", detail, "dir", d.spool.Dir(), "similar_since_last", held)
-		}
-	case out.Retryable():
-		d.counters.retried.Add(1)
-	}
-	if settleErr != nil && !errors.Is(settleErr, spool.ErrClosed) {
-		cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", settleErr)
-	}
+	d.settleOne(dest, rec.ID, out, detail)
 	return result{out: out, retryAfter: wait, target: &target, cause: detail, credentials: credentials}
 }
 
