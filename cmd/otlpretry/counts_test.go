@@ -83,7 +83,12 @@ func TestCountsAgreeAcrossViews(t *testing.T) {
 	export("200 stored")
 	export("200 stored")
 	export("503")
-	waitStatus("the sender's failed attempt", func(st relay.Status) bool { return st.Retried == 1 })
+	st := waitStatus("the sender's failed attempt", func(st relay.Status) bool { return st.Retried == 1 })
+	// /status names the failing destination and the cause.
+	if len(st.Destinations) != 1 || st.Destinations[0].URL != col.Endpoint(otlptest.Traces) ||
+		st.Destinations[0].State != "waiting" || !st.Destinations[0].CircuitOpen || st.Destinations[0].Cause != "HTTP 503 Service Unavailable" {
+		t.Errorf("/status destinations during the outage: %+v", st.Destinations)
+	}
 	// Recovery: the first export sent from the spool is refused, the
 	// second delivered.
 	col.Script(otlptest.Answer{Status: http.StatusBadRequest})
@@ -92,12 +97,14 @@ func TestCountsAgreeAcrossViews(t *testing.T) {
 		return st.Backlog.Records == 0 && st.Delivered.FromSpool+st.Quarantined == 3
 	})
 
-	st := relayStatus(t, r)
+	st = relayStatus(t, r)
 	st.UptimeSeconds = 0
 	want := relay.Status{
 		Upstream:  col.URL(),
 		Dir:       dir,
 		Upstreams: st.Upstreams,
+		// The traces destination failed during the outage and is back.
+		Destinations: []relay.Destination{{URL: col.Endpoint(otlptest.Traces), State: "healthy"}},
 		Receivers: map[string]relay.Receiver{
 			"http": {Addr: r.Addr, Requests: map[string]uint64{"200": 5, "400": 1, "503": 1}},
 			"grpc": {Addr: r.grpcAddr, Requests: map[string]uint64{}},

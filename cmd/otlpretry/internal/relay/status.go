@@ -19,8 +19,14 @@ type Status struct {
 	Receivers map[string]Receiver `json:"receivers"`
 	// Circuit is "open" while the upstream fails and new exports go
 	// straight to the spool, else "closed".
-	Circuit string  `json:"circuit"`
-	Backlog Backlog `json:"backlog"`
+	Circuit string `json:"circuit"`
+	// Destinations is the delivery state of each destination that has
+	// failed or had exports stored: its state ("healthy", "waiting",
+	// "waiting for credentials"), whether its circuit is open, and the
+	// cause of its last failure (connection refused, name not found, TLS
+	// handshake failed and why, timeout, connection reset, HTTP status).
+	Destinations []Destination `json:"destinations"`
+	Backlog      Backlog       `json:"backlog"`
 	// Delivered counts exports the upstream accepted: Direct on the first
 	// attempt or the immediate retry, FromSpool by the background sender.
 	Delivered Delivered `json:"delivered"`
@@ -93,6 +99,15 @@ type Dropped struct {
 	Total             uint64 `json:"total"`
 }
 
+// Destination is one destination's delivery state in /status.
+type Destination struct {
+	URL         string     `json:"url"`
+	State       string     `json:"state"`
+	CircuitOpen bool       `json:"circuit_open"`
+	Cause       string     `json:"cause,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+}
+
 // NewStatus converts transport counters to the /status document.
 func NewStatus(st otlpretry.Stats) Status {
 	circuit := "closed"
@@ -100,9 +115,19 @@ func NewStatus(st otlpretry.Stats) Status {
 		circuit = "open"
 	}
 	d, rf := st.Dropped, st.Refused
+	dests := make([]Destination, 0, len(st.Destinations))
+	for _, ds := range st.Destinations {
+		dest := Destination{URL: ds.URL, State: ds.State, CircuitOpen: ds.CircuitOpen, Cause: ds.Cause}
+		if !ds.NextAttempt.IsZero() {
+			next := ds.NextAttempt
+			dest.NextAttempt = &next
+		}
+		dests = append(dests, dest)
+	}
 	return Status{
-		Circuit: circuit,
-		Backlog: Backlog{Records: st.Records, Bytes: st.Bytes, OldestAgeSeconds: st.OldestAge.Seconds()},
+		Circuit:      circuit,
+		Destinations: dests,
+		Backlog:      Backlog{Records: st.Records, Bytes: st.Bytes, OldestAgeSeconds: st.OldestAge.Seconds()},
 		Delivered: Delivered{
 			Direct: st.Direct, FromSpool: st.Delivered, Total: st.Direct + st.Delivered,
 		},
