@@ -30,6 +30,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -40,6 +41,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/internal/otlptest"
@@ -366,4 +373,220 @@ func benchSubdir(b *testing.B, root string) string {
 func benchPercentile(sorted []time.Duration, p float64) time.Duration {
 	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// benchGRPCSink is the minimal OTLP/gRPC endpoint of the benchmarks, on
+// 127.0.0.1: a grpc.Server that reads every call's message as bytes and
+// answers OK with an empty reply, decoding nothing, as benchSink does over
+// HTTP.
+func startBenchGRPCSink(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(otlptest.RawCodec{}),
+		grpc.UnknownServiceHandler(func(_ any, s grpc.ServerStream) error {
+			var req []byte
+			if err := s.RecvMsg(&req); err != nil {
+				return err
+			}
+			return s.SendMsg([]byte{})
+		}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	tb.Cleanup(func() { srv.Stop(); <-done })
+	return lis.Addr().String()
+}
+
+// benchGRPCConn is a connection as otlptracegrpc makes one with its
+// defaults and WithInsecure, to addr, with opts added (the Transport's
+// DialOption for the otlpretry side).
+func benchGRPCConn(tb testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// benchTraceRequest returns a valid OTLP trace export request of at least
+// size bytes serialized (a few hundred more at most).
+func benchTraceRequest(size int) *coltrace.ExportTraceServiceRequest {
+	body := benchTraceBody(size)
+	req := &coltrace.ExportTraceServiceRequest{}
+	if err := proto.Unmarshal(body, req); err != nil {
+		panic(err) // benchTraceBody builds it: a bug here, not data
+	}
+	return req
+}
+
+// benchGRPCExport makes one export call as otlptracegrpc does: the
+// generated client's Export, bounded by the exporter's default 10 s
+// timeout.
+func benchGRPCExport(ctx context.Context, c coltrace.TraceServiceClient, req *coltrace.ExportTraceServiceRequest) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := c.Export(ctx, req)
+	return err
+}
+
+// BenchmarkGRPCHappyPath is BenchmarkHappyPath over OTLP/gRPC: 64 KiB
+// trace exports, one at a time, through the generated TraceService client
+// (what otlptracegrpc calls) to a loopback grpc.Server that answers OK at
+// once, over a bare connection ("bare") and over an identical one with
+// the Transport's DialOption ("otlpretry"). The two sides take turns of
+// benchPairBlock exports, as in BenchmarkHappyPath, and the same figures
+// are reported: per-export time, CPU (the whole process's), allocations
+// and bytes per side, and the ratios otlpretry/bare. Exports carry the
+// pprof label side=bare or side=otlpretry.
+func BenchmarkGRPCHappyPath(b *testing.B) {
+	req := benchTraceRequest(64 << 10)
+	addr := startBenchGRPCSink(b)
+	sides := [2]*benchGRPCSide{{name: "bare"}, {name: "otlpretry"}}
+	var rt *otlpretry.Transport
+	for _, s := range sides {
+		s.ctx = pprof.WithLabels(context.Background(), pprof.Labels("side", s.name))
+		pprof.SetGoroutineLabels(s.ctx) // the connection's goroutines, started now, inherit it
+		var opts []grpc.DialOption
+		if s.name == "otlpretry" {
+			rt = benchTransport(b, filepath.Join(b.TempDir(), "spool"), benchHTTPTransport(b))
+			opts = append(opts, rt.DialOption())
+		}
+		s.client = coltrace.NewTraceServiceClient(benchGRPCConn(b, addr, opts...))
+		if err := benchGRPCExport(s.ctx, s.client, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer pprof.SetGoroutineLabels(context.Background())
+	for i := 0; b.Loop(); i++ {
+		first := i % 2 // each side goes first half the time
+		sides[first].turn(b, req)
+		sides[1-first].turn(b, req)
+	}
+	b.StopTimer()
+	bare, ours := sides[0], sides[1]
+	ratio := func(o, b int64) float64 { return float64(o) / float64(b) }
+	for _, s := range sides {
+		b.ReportMetric(float64(s.wall)/float64(s.n), s.name+"-ns/op")
+		b.ReportMetric(float64(s.cpu)/float64(s.n), s.name+"-cpu-ns/op")
+		b.ReportMetric(float64(s.allocs)/float64(s.n), s.name+"-allocs/op")
+		b.ReportMetric(float64(s.bytes)/float64(s.n), s.name+"-B/op")
+	}
+	b.ReportMetric(ratio(ours.wall, bare.wall), "ns-ratio")
+	b.ReportMetric(ratio(ours.cpu, bare.cpu), "cpu-ratio")
+	b.ReportMetric(ratio(ours.allocs, bare.allocs), "allocs-ratio")
+	b.ReportMetric(ratio(ours.bytes, bare.bytes), "B-ratio")
+	// See BenchmarkHappyPath: a run starved of CPU may hand exports off.
+	b.ReportMetric(float64(rt.Stats().Spooled), "spooled-total")
+}
+
+type benchGRPCSide struct {
+	name   string
+	client coltrace.TraceServiceClient
+	ctx    context.Context // carries the side's profile label
+
+	n                        int
+	wall, cpu, allocs, bytes int64
+}
+
+// turn exports benchPairBlock requests and adds what they cost to the
+// side.
+func (s *benchGRPCSide) turn(b *testing.B, req *coltrace.ExportTraceServiceRequest) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs, allocated := ms.Mallocs, ms.TotalAlloc
+	pprof.SetGoroutineLabels(s.ctx)
+	cpu0 := benchCPUTime(b)
+	start := time.Now()
+	for range benchPairBlock {
+		if err := benchGRPCExport(s.ctx, s.client, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.wall += int64(time.Since(start))
+	s.cpu += int64(benchCPUTime(b) - cpu0)
+	runtime.ReadMemStats(&ms)
+	s.allocs += int64(ms.Mallocs - mallocs)
+	s.bytes += int64(ms.TotalAlloc - allocated)
+	s.n += benchPairBlock
+}
+
+// BenchmarkGRPCCircuitOpen is BenchmarkCircuitOpen over OTLP/gRPC: the
+// time of each 8 KiB trace export call through the generated client on a
+// connection with the Transport's DialOption while the destination is
+// down and its circuit open, so that every call goes straight to the
+// spool. blackhole: connections accepted and never answered (the HTTP/2
+// handshake never completes); refused: nothing listening; unavailable: a
+// front answering Unavailable.
+func BenchmarkGRPCCircuitOpen(b *testing.B) {
+	req := benchTraceRequest(8 << 10)
+	root := b.TempDir()
+	for _, c := range []struct {
+		name string
+		down func(b *testing.B, addr string) string // returns the address to export to
+	}{
+		{"blackhole", func(b *testing.B, addr string) string { return benchProxy(b, addr, otlptest.Blackhole) }},
+		{"refused", func(b *testing.B, addr string) string { return benchProxy(b, addr, otlptest.Refuse) }},
+		{"unavailable", func(b *testing.B, addr string) string {
+			f := otlptest.StartGRPCFront(b, addr, nil)
+			f.SetAnswer(otlptest.GRPCAnswer{Code: codes.Unavailable})
+			return f.Addr()
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			benchGRPCCircuitOpen(b, benchSubdir(b, root), req, c.down(b, startBenchGRPCSink(b)))
+		})
+	}
+}
+
+// benchProxy starts a fault proxy to addr in mode and returns its address.
+func benchProxy(b *testing.B, addr string, mode otlptest.Mode) string {
+	proxy := otlptest.StartProxy(b, addr)
+	if err := proxy.SetMode(mode); err != nil {
+		b.Fatal(err)
+	}
+	return proxy.Addr()
+}
+
+func benchGRPCCircuitOpen(b *testing.B, dir string, req *coltrace.ExportTraceServiceRequest, addr string) {
+	rt := benchTransport(b, dir, benchHTTPTransport(b))
+	client := coltrace.NewTraceServiceClient(benchGRPCConn(b, addr, rt.DialOption()))
+
+	// Prime: exports until one has been handed off and the circuit is
+	// open (the first normally does it).
+	for i := 0; !rt.Stats().CircuitOpen; i++ {
+		if i == 5 {
+			b.Fatalf("circuit not open after %d exports: %+v", i, rt.Stats())
+		}
+		prime, cancel := context.WithTimeout(context.Background(), otlpretry.DefaultMaxHold)
+		err := benchGRPCExport(prime, client, req)
+		cancel()
+		if err != nil {
+			b.Fatalf("priming export: %v", err)
+		}
+	}
+
+	ctx := context.Background()
+	durations := make([]time.Duration, 0, 1<<16)
+	b.SetBytes(int64(proto.Size(req)))
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		err := benchGRPCExport(ctx, client, req)
+		durations = append(durations, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	benchReportLatency(b, durations)
+	if st := rt.Stats(); !st.CircuitOpen || st.Direct != 0 {
+		b.Fatalf("circuit closed while the endpoint was down: %+v", st)
+	}
 }

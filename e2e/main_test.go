@@ -154,7 +154,9 @@ func rank(scenario string) int {
 		"library/disk-full-outage", "library/corrupt-spool",
 		"library/metrics-refuse", "library/logs-refuse",
 		"dest/A-traces-down-60s", "dest/B-metrics-up", "dest/B-logs-up",
-		"2proc/live-credentials", "2proc/configured-creds",
+		"2proc/live-credentials", "2proc/configured-creds")
+	order = append(order, grpcRows()...)
+	order = append(order,
 		"security/spool", "security/relay-loopback", "security/read-only-spool")
 	if i := slices.Index(order, scenario); i >= 0 {
 		return i
