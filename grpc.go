@@ -174,12 +174,60 @@ func (g *grpcConns) learn(cc *grpc.ClientConn, auth credentials.AuthInfo) {
 	}
 }
 
-// has tells whether d has a live connection that is not shut down.
+// has tells whether d has a live call's connection and metadata to send
+// with: its connection, or one of the Transport's own once that is shut
+// down (see liveLocked).
 func (g *grpcConns) has(d destination) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	l, ok := g.live[keyOf(d)]
-	return ok && l.cc.GetState() != connectivity.Shutdown
+	_, ok := g.liveLocked(keyOf(d))
+	return ok
+}
+
+// liveLocked returns the latest live call to k, on its own connection
+// while that is open. Once the exporter has closed it (an application
+// shutting its provider down before the Transport), the call's metadata
+// and call options are sent over a connection of the Transport's own, of
+// the same security, so that what it stored is not stranded; only when
+// its security was learned from an answer, so that metadata never goes in
+// clear text to a destination that may want TLS.
+func (g *grpcConns) liveLocked(k grpcKey) (grpcLiveCall, bool) {
+	l, ok := g.live[k]
+	if !ok {
+		return grpcLiveCall{}, false
+	}
+	if l.cc.GetState() != connectivity.Shutdown {
+		return l, true
+	}
+	info := g.conns[l.cc]
+	if info == nil || !info.known || g.closed {
+		delete(g.live, k)
+		return grpcLiveCall{}, false
+	}
+	cc, err := g.dialLocked(k, info.scheme)
+	if err != nil {
+		return grpcLiveCall{}, false
+	}
+	l.cc = cc
+	return l, true
+}
+
+// dialLocked returns the Transport's own connection to k, made with the
+// security scheme names (grpcs: TLS with the system's roots).
+func (g *grpcConns) dialLocked(k grpcKey, scheme string) (*grpc.ClientConn, error) {
+	if cc := g.dialled[k]; cc != nil {
+		return cc, nil
+	}
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if scheme == "grpcs" {
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	cc, err := grpc.NewClient(k.host, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, err
+	}
+	g.dialled[k] = cc
+	return cc, nil
 }
 
 // lookup returns the connection and metadata to send d's stored exports
@@ -190,28 +238,16 @@ func (g *grpcConns) lookup(d destination, cfg *config) (grpcLiveCall, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := keyOf(d)
-	if l, ok := g.live[k]; ok {
-		if l.cc.GetState() != connectivity.Shutdown {
-			return l, true
-		}
-		delete(g.live, k)
+	if l, ok := g.liveLocked(k); ok {
+		return l, true
 	}
 	h, ok := cfg.headersFor(&url.URL{Scheme: d.scheme, Host: d.host, Path: d.path})
 	if !ok || g.closed {
 		return grpcLiveCall{}, false
 	}
-	cc := g.dialled[k]
-	if cc == nil {
-		var creds credentials.TransportCredentials = insecure.NewCredentials()
-		if d.scheme == "grpcs" {
-			creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
-		}
-		var err error
-		cc, err = grpc.NewClient(d.host, grpc.WithTransportCredentials(creds))
-		if err != nil {
-			return grpcLiveCall{}, false
-		}
-		g.dialled[k] = cc
+	cc, err := g.dialLocked(k, d.scheme)
+	if err != nil {
+		return grpcLiveCall{}, false
 	}
 	return grpcLiveCall{cc: cc, md: headerMetadata(h)}, true
 }

@@ -480,3 +480,45 @@ func TestGRPCRawBytesRequest(t *testing.T) {
 		t.Errorf("collector got %d spans, want 4", spans)
 	}
 }
+
+// TestGRPCStoredOutliveTheExportersConnection: an application that shuts
+// its provider down (closing the exporter's connection) before ForceFlush
+// or Shutdown of the Transport does not strand what was stored: the live
+// call's metadata goes over a connection of the Transport's own, of the
+// security the live one had.
+func TestGRPCStoredOutliveTheExportersConnection(t *testing.T) {
+	ctx := context.Background()
+	col := newGRPCCollector(t)
+	rt := newGRPCTransport(t, t.TempDir())
+	cc := dialGRPC(t, col.addr, rt, nil)
+	traces := newTraceExporter(t, cc)
+	if err := exportSpan(ctx, traces); err != nil { // an answer: the connection is known insecure
+		t.Fatal(err)
+	}
+	col.stop()
+	for range 3 {
+		if err := exportSpan(ctx, traces); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := rt.Stats(); st.Records != 3 {
+		t.Fatalf("stored %d, want 3", st.Records)
+	}
+	if err := traces.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	col.restart(t)
+	flush(t, rt)
+	spans, _, _, calls := col.counts()
+	if spans != 4 || rt.Stats().Records != 0 {
+		t.Fatalf("spans %d (calls %d), records left %d; want 4 and none left", spans, calls, rt.Stats().Records)
+	}
+	for i, md := range col.metadata() {
+		if got := md.Get("authorization"); len(got) != 1 || got[0] != grpcToken {
+			t.Errorf("call %d carried authorization %q, want the live call's", i, got)
+		}
+	}
+}
