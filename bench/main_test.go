@@ -164,7 +164,7 @@ func TestGRPCSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Outage: HTTP 503 (gRPC systems: Unavailable)", "| B-grpc: SDK + otlpretry over gRPC |", "| C-grpc: SDK → Collector on gRPC, file_storage queue |",
+	for _, want := range []string{"## Outage: HTTP 503, gRPC Unavailable for", "| B-grpc: SDK + otlpretry over gRPC |", "| C-grpc: SDK → Collector on gRPC, file_storage queue |",
 		"B-grpc and D-grpc lose nothing in every scenario", "(received-503.png)"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("results.md lacks %q", want)

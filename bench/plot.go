@@ -99,16 +99,21 @@ func addLine(p *plot.Plot, sys string, xys plotter.XYs) error {
 	}
 	l.Color = lineColor[sys]
 	// Where B, D and the limit coincide (they often do), B's wider line
-	// stays visible under D's, and the limit is dashed over both.
+	// stays visible under D's, and the limit is dashed over both; the
+	// gRPC systems are dotted, B-grpc wider than D-grpc for the same
+	// reason.
 	switch {
 	case sys == "B":
 		l.Width = vg.Points(3)
 	case sys == "limit":
 		l.Width = vg.Points(1.2)
 		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	case sys == "B-grpc":
+		l.Width = vg.Points(3.5)
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2.5)}
 	case isGRPC(sys):
 		l.Width = vg.Points(2)
-		l.Dashes = []vg.Length{vg.Points(1.5), vg.Points(2)}
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2.5)}
 	default:
 		l.Width = vg.Points(1.5)
 	}

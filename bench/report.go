@@ -18,7 +18,7 @@ var outageName = map[string]string{
 // the 503 outage is gRPC Unavailable to the gRPC systems.
 func outageText(scenario string, rs []*result) string {
 	if scenario == "503" && slices.ContainsFunc(rs, func(r *result) bool { return isGRPC(r.System) }) {
-		return outageName[scenario] + " (gRPC systems: Unavailable)"
+		return outageName[scenario] + ", gRPC Unavailable"
 	}
 	return outageName[scenario]
 }
