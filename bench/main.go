@@ -29,16 +29,18 @@
 //	D-grpc  the SDK sending to the relay's gRPC receiver, which forwards over gRPC
 //	        (--protocol grpc)
 //
-// For example, every default system and the gRPC ones in the steady and
-// outage scenarios, about 25 minutes:
-//
-//	GOWORK=off go -C bench run . -scenarios steady,refused,503,blackhole \
-//	    -systems A,B,C,D,limit,A-grpc,B-grpc,C-grpc,D-grpc -out results/grpc
-//
 // Their receiving end is a gRPC server counting spans as otlptest's
 // Collector does, behind the same TCP fault proxy, which plays the refused
 // and blackholed outages for both protocols; in the 503 scenario a gRPC
-// lane's receiver answers Unavailable (without RetryInfo) instead.
+// lane's receiver answers Unavailable (without RetryInfo) instead. The
+// gRPC systems through the steady and outage scenarios take about 10
+// minutes (four systems at once, as the default run has five):
+//
+//	GOWORK=off go -C bench run . -scenarios steady,refused,503,blackhole \
+//	    -systems A-grpc,B-grpc,C-grpc,D-grpc -out results/grpc
+//
+// Naming HTTP systems as well runs them in the same scenarios at the same
+// time: nine systems then share the machine instead of five.
 //
 // The latency scenario adds two configurations and changes the limit:
 //
@@ -66,7 +68,7 @@
 // every answer back by a round-trip time (each of -rtt; 0 is loopback),
 // with systems B-off, B, D, C, C-batch and the limit; -full-spool adds the
 // drain of a full spool (65,536 exports of 8 KiB, 512 MiB) for B and D at
-// 100 ms. In the time-based scenarios the five systems
+// 100 ms. In the time-based scenarios the systems
 // run at the same time, so that a change in machine load hits them alike;
 // backlogs are built and drained one system at a time, since their drains
 // would compete for the CPU.
