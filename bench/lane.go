@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,26 @@ var systemLabel = map[string]string{
 	"C-batch": "C-batch: C with sending_queue.batch",
 	"D":       "D: SDK → otlpretry relay",
 	"limit":   "limit: no layer, in-memory",
+	"A-grpc":  "A-grpc: SDK, plain gRPC exporter",
+	"B-grpc":  "B-grpc: SDK + otlpretry over gRPC",
+	"C-grpc":  "C-grpc: SDK → Collector on gRPC, file_storage queue",
+	"D-grpc":  "D-grpc: SDK → otlpretry relay on gRPC",
+}
+
+// grpcSuffix marks the systems that export over OTLP/gRPC end to end: the
+// application, the Collector or relay, and the receiving end.
+const grpcSuffix = "-grpc"
+
+// isGRPC reports whether sys is a gRPC system.
+func isGRPC(sys string) bool { return strings.HasSuffix(sys, grpcSuffix) }
+
+// kind is the system sys is a variant of (A for A-grpc, C for C-batch),
+// for what the report does alike for both.
+func kind(sys string) string {
+	if i := strings.IndexByte(sys, '-'); i > 0 {
+		return sys[:i]
+	}
+	return sys
 }
 
 // env is what every scenario of a run shares.
@@ -40,10 +61,17 @@ type env struct {
 
 // lane is one system in one scenario: its receiver and fault proxy, its
 // application, and the Collector or relay between them for C and D.
+//
+// An HTTP lane's receiver is otlptest's Collector; a gRPC lane's is a
+// grpcReceiver (grecv). Either sits behind an otlptest.Proxy, a TCP proxy,
+// which plays the refused and blackholed outages for both protocols; the
+// 503 outage is the proxy answering HTTP 503 on an HTTP lane and the
+// receiver answering Unavailable on a gRPC lane (setFault).
 type lane struct {
 	sys     string
 	dir     string
-	recv    *otlptest.Collector
+	recv    receiver
+	grecv   *grpcReceiver // the same as recv on a gRPC lane, else nil
 	proxy   *otlptest.Proxy
 	app     *proc
 	server  *proc  // the Collector (C) or the relay (D)
@@ -118,10 +146,21 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 			l.close()
 		}
 	}()
-	if l.recv, err = otlptest.NewCollector(); err != nil {
-		return nil, err
+	if isGRPC(sys) {
+		if l.grecv, err = newGRPCReceiver(); err != nil {
+			return nil, err
+		}
+		l.recv = l.grecv
+		l.proxy, err = otlptest.NewProxy(l.grecv.Addr())
+	} else {
+		var coll *otlptest.Collector
+		if coll, err = otlptest.NewCollector(); err != nil {
+			return nil, err
+		}
+		l.recv = httpReceiver{coll}
+		l.proxy, err = otlptest.NewProxy(coll.URL())
 	}
-	if l.proxy, err = otlptest.NewProxy(l.recv.URL()); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if mode != otlptest.Pass && sys != "limit" {
@@ -129,19 +168,25 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 			return nil, err
 		}
 	}
+	// The gRPC exporter takes the endpoint's scheme, host and port only;
+	// http:// makes its connection insecure.
 	exporter, endpoint := "plain", l.proxy.URL()+"/v1/traces"
 	var extra, appEnv []string
+	if isGRPC(sys) {
+		endpoint = l.proxy.URL()
+		extra = []string{"-protocol", "grpc"}
+	}
 	switch sys {
-	case "B", "B-off":
+	case "B", "B-off", "B-grpc":
 		exporter = "otlpretry"
 		l.diskDir = filepath.Join(l.dir, "spool")
-		extra = []string{"-dir", l.diskDir}
+		extra = append(extra, "-dir", l.diskDir)
 		appEnv = tune.env
-	case "C", "C-batch":
-		if endpoint, err = e.startCollector(ctx, l, sys == "C-batch"); err != nil {
+	case "C", "C-batch", "C-grpc":
+		if endpoint, err = e.startCollector(ctx, l, sys); err != nil {
 			return nil, err
 		}
-	case "D":
+	case "D", "D-grpc":
 		if endpoint, err = e.startRelay(ctx, l, tune.env); err != nil {
 			return nil, err
 		}
@@ -175,13 +220,24 @@ func (e *env) newLane(ctx context.Context, scenario, sys string, spec appSpec, m
 // compression to the upstream and the internal metrics included (their
 // Prometheus endpoint moved to a free loopback port).
 //
-// With batch (system C-batch) the queue's batching is on, with the values
-// the Collector gives it when enabled without settings (exporterhelper's
+// C-batch has the queue's batching on, with the values the Collector
+// gives it when enabled without settings (exporterhelper's
 // NewDefaultBatchConfig): a batch is sent once it holds 8,192 spans
 // (min_size in items, no max_size) or 200 ms after it started.
-func collectorConfig(receiverAddr, upstream, storage string, queueSize, metricsPort int, batch bool) string {
+//
+// C-grpc is the same agent on OTLP/gRPC: the otlp receiver's grpc
+// protocol, and the otlp_grpc exporter (insecure, to the loopback
+// receiver) with the same queue and retries; upstream is then host:port.
+func collectorConfig(sys, receiverAddr, upstream, storage string, queueSize, metricsPort int) string {
+	protocol, exporter, tls := "http", "otlp_http", ""
+	if isGRPC(sys) {
+		protocol, exporter = "grpc", "otlp_grpc"
+		tls = `
+    tls:
+      insecure: true`
+	}
 	batchConfig := ""
-	if batch {
+	if sys == "C-batch" {
 		batchConfig = `
       batch:
         flush_timeout: 200ms
@@ -194,11 +250,11 @@ func collectorConfig(receiverAddr, upstream, storage string, queueSize, metricsP
 receivers:
   otlp:
     protocols:
-      http:
+      %s:
         endpoint: %s
 exporters:
-  otlp_http:
-    endpoint: %s
+  %s:
+    endpoint: %s%s
     retry_on_failure:
       enabled: true
       max_elapsed_time: 0
@@ -211,7 +267,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      exporters: [otlp_http]
+      exporters: [%s]
   telemetry:
     metrics:
       readers:
@@ -220,10 +276,10 @@ service:
               prometheus:
                 host: 127.0.0.1
                 port: %d
-`, strconv.Quote(storage), receiverAddr, strconv.Quote(upstream), queueSize, batchConfig, metricsPort)
+`, strconv.Quote(storage), protocol, receiverAddr, exporter, strconv.Quote(upstream), tls, queueSize, batchConfig, exporter, metricsPort)
 }
 
-func (e *env) startCollector(ctx context.Context, l *lane, batch bool) (string, error) {
+func (e *env) startCollector(ctx context.Context, l *lane, sys string) (string, error) {
 	storage := filepath.Join(l.dir, "storage")
 	if err := os.MkdirAll(storage, 0o755); err != nil {
 		return "", err
@@ -240,7 +296,11 @@ func (e *env) startCollector(ctx context.Context, l *lane, batch bool) (string, 
 	metricsPort, _ := strconv.Atoi(mPort)
 	cfgPath := filepath.Join(l.dir, "collector.yaml")
 	queue := max(1000, 2*e.cfg.backlog)
-	cfg := collectorConfig(addr, l.proxy.URL(), storage, queue, metricsPort, batch)
+	upstream := l.proxy.URL()
+	if isGRPC(sys) {
+		upstream = l.proxy.Addr()
+	}
+	cfg := collectorConfig(sys, addr, upstream, storage, queue, metricsPort)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return "", err
 	}
@@ -251,23 +311,59 @@ func (e *env) startCollector(ctx context.Context, l *lane, batch bool) (string, 
 	if err := waitListening(ctx, l.server, addr, 60*time.Second); err != nil {
 		return "", err
 	}
+	if isGRPC(sys) {
+		return "http://" + addr, nil
+	}
 	return "http://" + addr + "/v1/traces", nil
 }
 
+// startRelay starts the relay of system D, or of D-grpc: its gRPC
+// receiver then takes the application's exports and it forwards them over
+// gRPC (--protocol grpc); the HTTP receiver stays on for /healthz.
 func (e *env) startRelay(ctx context.Context, l *lane, env []string) (string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", err
 	}
+	grpcAddr := "off"
+	var protocol []string
+	if isGRPC(l.sys) {
+		if grpcAddr, err = freeAddr(); err != nil {
+			return "", err
+		}
+		protocol = []string{"--protocol", "grpc"}
+	}
 	l.diskDir = filepath.Join(l.dir, "spool")
-	if l.server, err = startServer(ctx, e.procs, "relay", l.dir, env, e.bins.relay, "relay",
-		"--listen", addr, "--grpc-listen", "off", "--endpoint", l.proxy.URL(), "--dir", l.diskDir); err != nil {
+	argv := append([]string{e.bins.relay, "relay", "--listen", addr, "--grpc-listen", grpcAddr},
+		append(protocol, "--endpoint", l.proxy.URL(), "--dir", l.diskDir)...)
+	if l.server, err = startServer(ctx, e.procs, "relay", l.dir, env, argv...); err != nil {
 		return "", err
 	}
 	if err := waitHealthy(ctx, l.server, "http://"+addr+"/healthz", 30*time.Second); err != nil {
 		return "", err
 	}
+	if isGRPC(l.sys) {
+		if err := waitListening(ctx, l.server, grpcAddr, 30*time.Second); err != nil {
+			return "", err
+		}
+		return "http://" + grpcAddr, nil
+	}
 	return "http://" + addr + "/v1/traces", nil
+}
+
+// setFault starts (on) or ends the outage of scenario at the lane's
+// receiving end: the fault proxy's mode, except for the 503 outage of a
+// gRPC lane, which its receiver plays by answering Unavailable (a TCP
+// proxy cannot answer gRPC calls).
+func (l *lane) setFault(scenario string, on bool) error {
+	if l.grecv != nil && scenario == "503" {
+		l.grecv.setRefusing(on)
+		return nil
+	}
+	if !on {
+		return l.proxy.SetMode(otlptest.Pass)
+	}
+	return l.proxy.SetMode(faultMode(scenario))
 }
 
 // freeAddr returns a loopback address with a port free at this moment.

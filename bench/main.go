@@ -19,6 +19,29 @@
 //	       is told when the endpoint is down and back, posting at the transport's
 //	       concurrency: no layer in between, no disk
 //
+// The steady and outage scenarios also have the four systems over OTLP/gRPC,
+// run only when named in -systems:
+//
+//	A-grpc  the SDK with otlptracegrpc, plain (its own in-memory retries on, as by default)
+//	B-grpc  otlptracegrpc with otlpretry.Transport's DialOption
+//	C-grpc  the SDK sending over gRPC to a local Collector (otlp receiver on gRPC ->
+//	        otlp_grpc exporter, the same file_storage queue and retries as C)
+//	D-grpc  the SDK sending to the relay's gRPC receiver, which forwards over gRPC
+//	        (--protocol grpc)
+//
+// Their receiving end is a gRPC server counting spans as otlptest's
+// Collector does, behind the same TCP fault proxy, which plays the refused
+// and blackholed outages for both protocols; in the 503 scenario a gRPC
+// lane's receiver answers Unavailable (without RetryInfo) instead. The
+// gRPC systems through the steady and outage scenarios take about 10
+// minutes (four systems at once, as the default run has five):
+//
+//	GOWORK=off go -C bench run . -scenarios steady,refused,503,blackhole \
+//	    -systems A-grpc,B-grpc,C-grpc,D-grpc -out results/grpc
+//
+// Naming HTTP systems as well runs them in the same scenarios at the same
+// time: nine systems then share the machine instead of five.
+//
 // The latency scenario adds two configurations and changes the limit:
 //
 //	B-off    B with merged backlog requests off (OTLPRETRY_MAX_REQUEST_BYTES=-1):
@@ -45,7 +68,7 @@
 // every answer back by a round-trip time (each of -rtt; 0 is loopback),
 // with systems B-off, B, D, C, C-batch and the limit; -full-spool adds the
 // drain of a full spool (65,536 exports of 8 KiB, 512 MiB) for B and D at
-// 100 ms. In the time-based scenarios the five systems
+// 100 ms. In the time-based scenarios the systems
 // run at the same time, so that a change in machine load hits them alike;
 // backlogs are built and drained one system at a time, since their drains
 // would compete for the CPU.
@@ -67,6 +90,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -142,27 +166,35 @@ func (c *config) quick() {
 var (
 	allScenarios     = []string{"steady", "refused", "503", "blackhole", "backlog", "latency"}
 	defaultScenarios = []string{"steady", "refused", "503", "blackhole", "backlog"}
-	// allSystems are the systems of every scenario but latency.
+	// allSystems are the systems of every scenario but latency, and
+	// those run by default.
 	allSystems = []string{"A", "B", "C", "D", "limit"}
+	// grpcSystems run in the steady and outage scenarios when named in
+	// -systems: the same four over OTLP/gRPC.
+	grpcSystems = []string{"A-grpc", "B-grpc", "C-grpc", "D-grpc"}
 	// latencySystems are the latency scenario's.
 	latencySystems = []string{"B-off", "B", "D", "C", "C-batch", "limit"}
 	// knownSystems is every system, in the order of tables and legends.
-	knownSystems = []string{"A", "B-off", "B", "C", "C-batch", "D", "limit"}
+	knownSystems = []string{"A", "B-off", "B", "C", "C-batch", "D", "limit", "A-grpc", "B-grpc", "C-grpc", "D-grpc"}
 )
 
+// ownSystems are the systems scenario can run.
 func ownSystems(scenario string) []string {
-	if scenario == "latency" {
-		return latencySystems
+	switch scenario {
+	case "latency":
+		return slices.Clone(latencySystems)
+	case "backlog":
+		return slices.Clone(allSystems)
 	}
-	return allSystems
+	return slices.Concat(allSystems, grpcSystems)
 }
 
-// systemsFor is the systems scenario runs: its own, or those of them
-// named in -systems.
+// systemsFor is the systems scenario runs: by default its own but the
+// gRPC ones, or those of its own named in -systems.
 func (c config) systemsFor(scenario string) []string {
 	own := ownSystems(scenario)
 	if c.systems == nil {
-		return own
+		return slices.DeleteFunc(own, isGRPC)
 	}
 	var out []string
 	for _, s := range own {
@@ -208,7 +240,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fullSpool := fs.Bool("full-spool", false, "latency scenario: also drain a full spool (65,536 exports of 8 KiB) with B and D at 100 ms round trip")
 	render := fs.String("render", "", "write results.md and the plots from this results.json (of an earlier run) into -out, running nothing")
 	scen := fs.String("scenarios", strings.Join(defaultScenarios, ","), "scenarios to run (latency only when named: "+strings.Join(allScenarios, ", ")+")")
-	sys := fs.String("systems", "", "systems to run (default: each scenario's own; have "+strings.Join(knownSystems, ", ")+")")
+	sys := fs.String("systems", "", "systems to run (default: each scenario's own, gRPC ones only when named; have "+strings.Join(knownSystems, ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

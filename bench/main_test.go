@@ -107,6 +107,71 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// TestGRPCSmoke runs the gRPC systems through the steady and outage
+// scenarios in miniature (2 s steady, 2 s outages, 500 spans/s) and checks
+// what users of the benchmark rely on: that otlpretry over gRPC, as a
+// library (B-grpc) and as a relay (D-grpc), and the Collector on gRPC
+// (C-grpc) lose nothing in any of them, that what they delivered reached
+// the gRPC receiver, and that the table names the gRPC fault.
+func TestGRPCSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the four gRPC systems through four scenarios")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the benchmark measures through /proc")
+	}
+	c := defaultConfig()
+	c.quick()
+	c.rate = 500
+	c.steady = 2 * time.Second
+	c.outage = 2 * time.Second
+	c.scenarios = []string{"steady", "refused", "503", "blackhole"}
+	c.systems = grpcSystems
+	c.out = t.TempDir()
+	c.work = t.TempDir()
+	c.command = "go test (gRPC smoke)"
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, c, tWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Scenario+"/"+r.System] = true
+		if r.Produced == 0 {
+			t.Errorf("%s, system %s: produced nothing", r.Scenario, r.System)
+		}
+		if r.System == "A-grpc" {
+			continue
+		}
+		if r.Lost != 0 {
+			t.Errorf("%s, system %s: lost %d of %d spans", r.Scenario, r.System, r.Lost, r.Produced)
+		}
+		if r.Requests == 0 || r.WireBytes == 0 {
+			t.Errorf("%s, system %s: %d calls, %d bytes at the receiver", r.Scenario, r.System, r.Requests, r.WireBytes)
+		}
+	}
+	for _, sc := range c.scenarios {
+		for _, sys := range grpcSystems {
+			if !seen[sc+"/"+sys] {
+				t.Errorf("no result for %s, system %s", sc, sys)
+			}
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(c.out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Outage: HTTP 503, gRPC Unavailable for", "| B-grpc: SDK + otlpretry over gRPC |", "| C-grpc: SDK → Collector on gRPC, file_storage queue |",
+		"B-grpc and D-grpc lose nothing in every scenario", "(received-503.png)"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+}
+
 // TestLatencySmoke runs the latency scenario in miniature (100 exports
 // drained through a 20 ms round trip, and a 300-export full spool) and
 // checks what its users rely on: that every system drains the backlog,
@@ -286,6 +351,8 @@ func TestCLIRejectsBadInput(t *testing.T) {
 		{"-scenarios", "latency", "-rtt", "soon"},
 		{"-scenarios", "latency", "-rtt", "-20ms"},
 		{"-scenarios", "latency", "-systems", "A"}, // A has no latency lane
+		{"-systems", "A-grpc,B-grpc"},              // nor has the backlog, run by default, a gRPC one
+		{"-scenarios", "steady", "-systems", "E-grpc"},
 		{"-scenarios", "latency", "-request-bytes", "-2"},
 	} {
 		var out, errs bytes.Buffer

@@ -19,6 +19,11 @@ var lineColor = map[string]color.Color{
 	"C-batch": color.RGBA{R: 140, G: 86, B: 75, A: 255},
 	"D":       color.RGBA{R: 44, G: 160, B: 44, A: 255},
 	"limit":   color.Black,
+	// The gRPC systems take their HTTP counterpart's colour, dotted.
+	"A-grpc": color.RGBA{R: 150, G: 150, B: 150, A: 255},
+	"B-grpc": color.RGBA{R: 31, G: 119, B: 180, A: 255},
+	"C-grpc": color.RGBA{R: 255, G: 127, B: 14, A: 255},
+	"D-grpc": color.RGBA{R: 44, G: 160, B: 44, A: 255},
 }
 
 // writePlots draws, into c.out, received spans per second through each
@@ -94,13 +99,21 @@ func addLine(p *plot.Plot, sys string, xys plotter.XYs) error {
 	}
 	l.Color = lineColor[sys]
 	// Where B, D and the limit coincide (they often do), B's wider line
-	// stays visible under D's, and the limit is dashed over both.
-	switch sys {
-	case "B":
+	// stays visible under D's, and the limit is dashed over both; the
+	// gRPC systems are dotted, B-grpc wider than D-grpc for the same
+	// reason.
+	switch {
+	case sys == "B":
 		l.Width = vg.Points(3)
-	case "limit":
+	case sys == "limit":
 		l.Width = vg.Points(1.2)
 		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	case sys == "B-grpc":
+		l.Width = vg.Points(3.5)
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2.5)}
+	case isGRPC(sys):
+		l.Width = vg.Points(2)
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2.5)}
 	default:
 		l.Width = vg.Points(1.5)
 	}
@@ -114,7 +127,7 @@ func addLine(p *plot.Plot, sys string, xys plotter.XYs) error {
 func receivedPlot(c config, scenario string, rs []*result, path string) error {
 	title := "Steady load: spans received per second"
 	if scenario != "steady" {
-		title = "Outage (" + outageName[scenario] + "): spans received per second"
+		title = "Outage (" + outageText(scenario, rs) + "): spans received per second"
 	}
 	p := newPlot(title, "seconds since the load started", "spans received per second")
 	// Headroom above the lines for the legend.
@@ -142,7 +155,7 @@ func receivedPlot(c config, scenario string, rs []*result, path string) error {
 // backlog each system holds through the outage, and how long it keeps it.
 // A's line stays up: what it lost.
 func waitingPlot(c config, scenario string, rs []*result, path string) error {
-	p := newPlot("Outage ("+outageName[scenario]+"): spans produced, not yet received",
+	p := newPlot("Outage ("+outageText(scenario, rs)+"): spans produced, not yet received",
 		"seconds since the load started", "spans waiting (or lost)")
 	top := 1.0
 	lines := map[string]plotter.XYs{}

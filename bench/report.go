@@ -14,6 +14,15 @@ var outageName = map[string]string{
 	"blackhole": "blackholed connections",
 }
 
+// outageText names the outage of scenario, among whose results rs are:
+// the 503 outage is gRPC Unavailable to the gRPC systems.
+func outageText(scenario string, rs []*result) string {
+	if scenario == "503" && slices.ContainsFunc(rs, func(r *result) bool { return isGRPC(r.System) }) {
+		return outageName[scenario] + ", gRPC Unavailable"
+	}
+	return outageName[scenario]
+}
+
 // markdown renders the report: settings, one table per scenario, the
 // targets with a verdict each, and links to the plots.
 func markdown(rep *report, plots map[string][]string) string {
@@ -27,17 +36,23 @@ func markdown(rep *report, plots map[string][]string) string {
 	if rep.Error != "" {
 		fmt.Fprintf(&b, "**The run failed before the end**: %s\n\n", firstLineOf(rep.Error))
 	}
-	fmt.Fprintf(&b, "Systems (each application is the OTel Go SDK v1.47: TracerProvider, BatchSpanProcessor, otlptracehttp):\n\n")
 	present := map[string]bool{}
+	anyGRPC := false
 	for _, r := range rep.Results {
 		present[r.System] = true
+		anyGRPC = anyGRPC || isGRPC(r.System)
 	}
+	exporters := "otlptracehttp"
+	if anyGRPC {
+		exporters = "otlptracehttp, otlptracegrpc in the -grpc systems"
+	}
+	fmt.Fprintf(&b, "Systems (each application is the OTel Go SDK v1.47: TracerProvider, BatchSpanProcessor, %s):\n\n", exporters)
 	for _, sys := range knownSystems {
 		if present[sys] {
 			fmt.Fprintf(&b, "- **%s**: %s\n", systemLabel[sys], systemText[sys])
 		}
 	}
-	fmt.Fprintf(&b, "\nCPU and peak RSS are those of the process doing the export work: the application for A, B and the limit, the Collector for C, the relay for D; the application's own follow for C and D. CPU counts from the start of the load to the moment everything was delivered (or the wait ended), so it includes the drain; peak RSS is the process's VmHWM. Disk is the space the spool folder or the Collector's storage folder takes (allocated blocks), sampled every 0.5 s.\n\n")
+	fmt.Fprintf(&b, "\nCPU and peak RSS are those of the process doing the export work: the application for A, B and the limit, the Collector for C, the relay for D (the same for their -grpc variants); the application's own follow for C and D. CPU counts from the start of the load to the moment everything was delivered (or the wait ended), so it includes the drain; peak RSS is the process's VmHWM. Disk is the space the spool folder or the Collector's storage folder takes (allocated blocks), sampled every 0.5 s.\n\n")
 
 	byScenario := map[string][]*result{}
 	for _, r := range rep.Results {
@@ -60,7 +75,7 @@ func markdown(rep *report, plots map[string][]string) string {
 			latencySection(&b, rs, byScenario["full-spool"], s)
 		default:
 			fmt.Fprintf(&b, "## Outage: %s for %s in a %s run at %s spans/s (from %s to %s)\n\n",
-				outageName[sc], secs(s.Outage), secs(3*s.Outage), num(int64(s.Rate)), secs(s.Outage), secs(2*s.Outage))
+				outageText(sc, rs), secs(s.Outage), secs(3*s.Outage), num(int64(s.Rate)), secs(s.Outage), secs(2*s.Outage))
 			timedTable(&b, rs, true)
 		}
 		for _, p := range plots[sc] {
@@ -79,6 +94,10 @@ var systemText = map[string]string{
 	"D":       "the application's plain exporter sends to `otlpretry relay` (defaults: `--sync durable`).",
 	"limit":   "the application's exporter hands its payloads to a buffer in memory that the driver tells when the endpoint goes down and comes back; it posts them with a plain HTTP client, 4 at a time (otlpretry's concurrency), at once on the return. No layer, no disk: what nothing can beat. In the latency scenario it packs consecutive exports into requests of up to the merge bound (1 MiB unless `-request-bytes` says otherwise) and keeps a fixed 32 in flight, the bound of otlpretry's adaptive window.",
 	"B-off":   "B with merged backlog requests off (`OTLPRETRY_MAX_REQUEST_BYTES=-1`): one stored export per request, as before merging (latency scenario only).",
+	"A-grpc":  "the plain gRPC exporter (otlptracegrpc), defaults: in-memory retries of Unavailable (a refused connection included) and the other retryable codes, from 5 s apart, but within each export's 10 s timeout, so an export is tried about twice before it is given up.",
+	"B-grpc":  "the same gRPC exporter with `otlptracegrpc.WithDialOption(rt.DialOption())` of `otlpretry.New(otlpretry.WithDir(...))`, every other setting at its default.",
+	"C-grpc":  "C over gRPC: the application's plain gRPC exporter sends to the Collector's otlp receiver on gRPC, which forwards with the otlp_grpc exporter (insecure) with the same `sending_queue` on `file_storage` and `retry_on_failure` as C, all else default (gzip to the upstream).",
+	"D-grpc":  "the application's plain gRPC exporter sends to the gRPC receiver of `otlpretry relay --protocol grpc`, which forwards over gRPC (defaults otherwise: `--sync durable`).",
 	"C-batch": "C with the sending queue's batching enabled (`sending_queue.batch`: `flush_timeout: 200ms`, `sizer: items`, `min_size: 8192`, the values the Collector gives it when enabled; latency scenario only).",
 }
 
@@ -144,7 +163,7 @@ func timedTable(b *strings.Builder, rs []*result, outage bool) {
 	}
 	for _, r := range timedRows(rs) {
 		appCPU, appRSS := "", ""
-		if r.sys == "C" || r.sys == "D" {
+		if k := kind(r.sys); k == "C" || k == "D" {
 			appCPU, appRSS = f2(r.appCPU), mib(r.appRSS)
 		}
 		cpu := f2(r.cpu)
@@ -156,7 +175,7 @@ func timedTable(b *strings.Builder, rs []*result, outage bool) {
 			cpu += " (" + strings.Join(each, ", ") + ")"
 		}
 		disk := ""
-		if r.sys == "B" || r.sys == "C" || r.sys == "D" {
+		if k := kind(r.sys); k == "B" || k == "C" || k == "D" {
 			disk = mib(r.disk)
 		}
 		if outage {
@@ -318,7 +337,12 @@ func targetsTable(b *strings.Builder, rep *report) {
 	for _, set := range []struct {
 		systems []string
 		what    string
-	}{{[]string{"B", "D"}, "B and D lose nothing in every scenario"}, {[]string{"C"}, "C loses nothing"}} {
+	}{
+		{[]string{"B", "D"}, "B and D lose nothing in every scenario"},
+		{[]string{"C"}, "C loses nothing"},
+		{[]string{"B-grpc", "D-grpc"}, "B-grpc and D-grpc lose nothing in every scenario"},
+		{[]string{"C-grpc"}, "C-grpc loses nothing"},
+	} {
 		var parts []string
 		ok, any := true, false
 		for _, sys := range set.systems {
@@ -345,15 +369,15 @@ func targetsTable(b *strings.Builder, rep *report) {
 	}
 
 	// A's loss against what the outage produced.
-	{
+	for _, a := range []string{"A", "A-grpc"} {
 		var parts []string
 		for _, sc := range []string{"refused", "503", "blackhole"} {
-			for _, r := range get(sc, "A") {
+			for _, r := range get(sc, a) {
 				parts = append(parts, fmt.Sprintf("%s: lost %s, %s produced during the outage", sc, num(r.Lost), num(r.Outage)))
 			}
 		}
 		if len(parts) > 0 {
-			ts = append(ts, target{"A loses what arrives during the outage (the baseline)", strings.Join(parts, "; "), "as expected"})
+			ts = append(ts, target{a + " loses what arrives during the outage (the baseline)", strings.Join(parts, "; "), "as expected"})
 		}
 	}
 
@@ -401,12 +425,16 @@ func targetsTable(b *strings.Builder, rep *report) {
 
 	ts = append(ts, latencyTargets(rep)...)
 
-	// Recovery.
-	for _, sys := range []string{"B", "D"} {
+	// Recovery, against C's over the same protocol.
+	for _, sys := range []string{"B", "D", "B-grpc", "D-grpc"} {
+		cSys := "C"
+		if isGRPC(sys) {
+			cSys = "C-grpc"
+		}
 		var parts []string
 		okFast, okVsC, any := true, true, false
 		for _, sc := range []string{"refused", "503", "blackhole"} {
-			mine, cs := get(sc, sys), get(sc, "C")
+			mine, cs := get(sc, sys), get(sc, cSys)
 			if len(mine) == 0 {
 				continue
 			}
@@ -418,7 +446,7 @@ func targetsTable(b *strings.Builder, rep *report) {
 			}
 			if len(cs) > 0 {
 				c := cs[0]
-				part += " (C " + recText(c.Recovery) + ")"
+				part += " (" + cSys + " " + recText(c.Recovery) + ")"
 				if r.Recovery < 0 || (c.Recovery >= 0 && r.Recovery > c.Recovery) {
 					okVsC = false
 				}
@@ -427,7 +455,7 @@ func targetsTable(b *strings.Builder, rep *report) {
 		}
 		if any {
 			ts = append(ts, target{
-				fmt.Sprintf("Recovery of %s under 5 s for refused and blackholed outages, never later than C", sys),
+				fmt.Sprintf("Recovery of %s under 5 s for refused and blackholed outages, never later than %s", sys, cSys),
 				strings.Join(parts, "; "),
 				verdict(okFast && okVsC),
 			})
@@ -442,15 +470,32 @@ func targetsTable(b *strings.Builder, rep *report) {
 		}
 		steady[r.Round][r.System] = r
 	}
+	// The HTTP systems against each other, then the gRPC ones.
+	for _, suffix := range []string{"", grpcSuffix} {
+		ts = append(ts, steadyTargets(steady, suffix)...)
+	}
+
+	fmt.Fprintf(b, "| Target | Measured | Verdict |\n|---|---|---|\n")
+	for _, t := range ts {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.measured, t.verdict)
+	}
+	fmt.Fprintln(b)
+}
+
+// steadyTargets compares, within each steady round, B's CPU with A's and
+// D's CPU and memory with C's, for the systems named with suffix.
+func steadyTargets(steady map[int]map[string]*result, suffix string) []target {
+	var ts []target
+	A, B, C, D := "A"+suffix, "B"+suffix, "C"+suffix, "D"+suffix
 	var bOverA, dOverC, dRSSOverC []float64
 	var aCPU, bCPU, cCPU, dCPU, cRSS, dRSS []float64
 	for n := 1; n <= len(steady); n++ {
 		round := steady[n]
-		if a, b := round["A"], round["B"]; a != nil && b != nil && a.WorkerCPU > 0 {
+		if a, b := round[A], round[B]; a != nil && b != nil && a.WorkerCPU > 0 {
 			bOverA = append(bOverA, b.WorkerCPU/a.WorkerCPU)
 			aCPU, bCPU = append(aCPU, a.WorkerCPU), append(bCPU, b.WorkerCPU)
 		}
-		if c, d := round["C"], round["D"]; c != nil && d != nil && c.WorkerCPU > 0 && c.WorkerRSS > 0 {
+		if c, d := round[C], round[D]; c != nil && d != nil && c.WorkerCPU > 0 && c.WorkerRSS > 0 {
 			dOverC = append(dOverC, d.WorkerCPU/c.WorkerCPU)
 			dRSSOverC = append(dRSSOverC, float64(d.WorkerRSS)/float64(c.WorkerRSS))
 			cCPU, dCPU = append(cCPU, c.WorkerCPU), append(dCPU, d.WorkerCPU)
@@ -463,22 +508,17 @@ func targetsTable(b *strings.Builder, rep *report) {
 		for _, x := range bOverA {
 			each = append(each, fmt.Sprintf("%+.0f %%", 100*(x-1)))
 		}
-		ts = append(ts, target{"Steady run: B's CPU within 5 % of A's",
+		ts = append(ts, target{fmt.Sprintf("Steady run: %s's CPU within 5 %% of %s's", B, A),
 			fmt.Sprintf("%+.0f %% (median of the rounds: %s); %s s vs %s s (medians)", 100*(ratio-1), strings.Join(each, ", "), f2(median(bCPU)), f2(median(aCPU))),
 			verdict(ratio <= 1.05)})
 	}
 	if len(dOverC) > 0 {
-		ts = append(ts, target{"Steady run: D's CPU and memory below C's",
+		ts = append(ts, target{fmt.Sprintf("Steady run: %s's CPU and memory below %s's", D, C),
 			fmt.Sprintf("relay %s s, %s MiB; Collector %s s, %s MiB (medians); relay/Collector per round: CPU %.2f, memory %.2f (medians)",
 				f2(median(dCPU)), mib(int64(median(dRSS))), f2(median(cCPU)), mib(int64(median(cRSS))), median(dOverC), median(dRSSOverC)),
 			verdict(median(dOverC) < 1 && median(dRSSOverC) < 1)})
 	}
-
-	fmt.Fprintf(b, "| Target | Measured | Verdict |\n|---|---|---|\n")
-	for _, t := range ts {
-		fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.measured, t.verdict)
-	}
-	fmt.Fprintln(b)
+	return ts
 }
 
 func (rep *report) resultsOf(scenario string) []*result {

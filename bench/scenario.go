@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -203,7 +204,11 @@ func (e *env) runTimed(ctx context.Context, scenario string, round int) (results
 	trackers := map[*lane]*tracker{}
 	outageSpans := map[*lane]int64{}
 	if scenario != "steady" {
-		e.log("%s: %v steady, then %v of %v, then %v steady", scenario, c.outage, c.outage, mode, c.outage)
+		what := mode.String()
+		if scenario == "503" && slices.ContainsFunc(lanes, func(l *lane) bool { return l.grecv != nil }) {
+			what += " (gRPC lanes: Unavailable)"
+		}
+		e.log("%s: %v steady, then %v of %s, then %v steady", scenario, c.outage, c.outage, what, c.outage)
 		if err := sleepUntil(ctx, t0.Add(c.outage)); err != nil {
 			return nil, err
 		}
@@ -214,7 +219,7 @@ func (e *env) runTimed(ctx context.Context, scenario string, round int) (results
 				if l.sys == "limit" {
 					_, err = l.app.command(ctx, "down")
 				} else {
-					err = l.proxy.SetMode(mode)
+					err = l.setFault(scenario, true)
 				}
 			}
 			mu.Lock()
@@ -238,7 +243,7 @@ func (e *env) runTimed(ctx context.Context, scenario string, round int) (results
 				// covers was produced while the endpoint was down or
 				// before.
 				if n, err = l.app.command(ctx, "mark"); err == nil {
-					err = l.proxy.SetMode(otlptest.Pass)
+					err = l.setFault(scenario, false)
 				}
 			}
 			if err != nil {
@@ -311,15 +316,16 @@ func (e *env) runTimed(ctx context.Context, scenario string, round int) (results
 	return results, nil
 }
 
-// awaitDelivery waits until every lane but A has received all it produced,
-// or limit passes. A is not waited for: its exporter gives spans up, so
+// awaitDelivery waits until every lane but A and A-grpc has received all
+// it produced, or limit passes. A is not waited for: its exporter gives
+// spans up, so
 // what it has not delivered once the others are done it never will (the
 // last partial batch it still holds is flushed when it stops).
 func (e *env) awaitDelivery(ctx context.Context, lanes []*lane, limit time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for _, l := range lanes {
-		if l.sys == "A" {
+		if kind(l.sys) == "A" {
 			continue
 		}
 		if err := l.recv.WaitSpans(wctx, int(l.app.loadedCount())); err != nil {
@@ -348,7 +354,7 @@ func (e *env) finalCounts(scenario string, l *lane) *result {
 		// Only this lane's spans reach its receiver, and their IDs are
 		// 0..produced-1, so the distinct count is the delivered part.
 		Lost:      st.produced - recv,
-		Requests:  l.recv.Requests("/v1/traces"),
+		Requests:  l.recv.Exports(),
 		WireBytes: l.recv.BytesReceived(),
 		Series:    l.samples(),
 	}

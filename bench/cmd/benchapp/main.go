@@ -1,13 +1,18 @@
 // Command benchapp is the application of the side-by-side benchmark: the
-// OTel Go SDK (TracerProvider, BatchSpanProcessor, otlptracehttp) producing
-// spans at a steady rate, run as its own process so that the driver can
-// measure its CPU time and peak memory apart from everything else.
+// OTel Go SDK (TracerProvider, BatchSpanProcessor, otlptracehttp or
+// otlptracegrpc) producing spans at a steady rate, run as its own process
+// so that the driver can measure its CPU time and peak memory apart from
+// everything else.
 //
 // It exports in one of three ways (-exporter):
 //
 //	plain      the exporter's own HTTP client (system A, and the application
-//	           of systems C and D, which point it at the Collector or relay)
-//	otlpretry  the exporter over otlpretry.Transport's client (system B)
+//	           of systems C and D, which point it at the Collector or relay),
+//	           or with -protocol grpc its own gRPC connection (A-grpc, and
+//	           the application of C-grpc and D-grpc)
+//	otlpretry  the exporter over otlpretry.Transport's client (system B), or
+//	           with -protocol grpc the gRPC exporter with the Transport's
+//	           DialOption (system B-grpc)
 //	limit      an oracle that holds exports in memory while told the
 //	           endpoint is down and posts them, oldest first, with a plain
 //	           HTTP client at -limit-concurrency when told it is back: what
@@ -15,6 +20,11 @@
 //	           consecutive uncompressed protobuf exports into requests of up
 //	           to that many bytes (protobuf messages of one type merge when
 //	           concatenated)
+//
+// With -protocol grpc the exporter is otlptracegrpc (the plain and
+// otlpretry ways only), every setting at its default but the endpoint:
+// -endpoint is then http://host:port, which makes the connection
+// insecure.
 //
 // The driver talks to it over stdin and stdout, one line each:
 //
@@ -50,6 +60,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -59,6 +70,7 @@ import (
 
 type options struct {
 	exporter    string
+	protocol    string
 	endpoint    string
 	dir         string
 	rate        int
@@ -98,7 +110,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o options
 	var prefix string
 	fs.StringVar(&o.exporter, "exporter", "plain", "plain, otlpretry or limit")
-	fs.StringVar(&o.endpoint, "endpoint", "", "traces URL, e.g. http://127.0.0.1:4318/v1/traces (required)")
+	fs.StringVar(&o.protocol, "protocol", "http", "http (otlptracehttp) or grpc (otlptracegrpc)")
+	fs.StringVar(&o.endpoint, "endpoint", "", "traces URL, e.g. http://127.0.0.1:4318/v1/traces; for grpc http://127.0.0.1:4317 (required)")
 	fs.StringVar(&o.dir, "dir", "", "spool folder (otlpretry; required there)")
 	fs.IntVar(&o.rate, "rate", 2000, "spans per second")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to produce (unless -spans is set)")
@@ -122,6 +135,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	case o.rate <= 0 || o.spans < 0 || o.batch < 0 || o.attrBytes < 0 || o.concurrency < 1 || o.mergeBytes < 0:
 		fmt.Fprintln(stderr, "benchapp: -rate and -limit-concurrency must be positive, -spans, -batch, -attr-bytes and -limit-merge-bytes not negative")
+		return 2
+	case o.protocol != "http" && o.protocol != "grpc":
+		fmt.Fprintln(stderr, "benchapp: -protocol must be http or grpc")
+		return 2
+	case o.protocol == "grpc" && o.exporter == "limit":
+		fmt.Fprintln(stderr, "benchapp: the limit exports over HTTP only")
 		return 2
 	case o.exporter == "otlpretry" && o.dir == "":
 		fmt.Fprintln(stderr, "benchapp: -dir is required with -exporter otlpretry")
@@ -206,7 +225,6 @@ func app(o options, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 	}))
 
-	expOpts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.endpoint)}
 	var (
 		rt  *otlpretry.Transport
 		orc *oracle
@@ -219,14 +237,12 @@ func app(o options, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		expOpts = append(expOpts, otlptracehttp.WithHTTPClient(rt.Client()))
 	case "limit":
 		orc = newOracle(o.concurrency, o.mergeBytes, logger)
-		expOpts = append(expOpts, otlptracehttp.WithHTTPClient(&http.Client{Transport: orc}))
 	default:
 		return fmt.Errorf("unknown -exporter %q", o.exporter)
 	}
-	exp, err := otlptracehttp.New(ctx, expOpts...)
+	exp, err := newExporter(ctx, o, rt, orc)
 	if err != nil {
 		return err
 	}
@@ -330,6 +346,26 @@ loop:
 	w.printf("%s", stat())
 	w.printf("bye %d", handled.Load())
 	return errors.Join(errs...)
+}
+
+// newExporter is the span exporter of o.protocol, over rt or orc if not
+// nil.
+func newExporter(ctx context.Context, o options, rt *otlpretry.Transport, orc *oracle) (sdktrace.SpanExporter, error) {
+	if o.protocol == "grpc" {
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(o.endpoint)}
+		if rt != nil {
+			opts = append(opts, otlptracegrpc.WithDialOption(rt.DialOption()))
+		}
+		return otlptracegrpc.New(ctx, opts...)
+	}
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.endpoint)}
+	switch {
+	case rt != nil:
+		opts = append(opts, otlptracehttp.WithHTTPClient(rt.Client()))
+	case orc != nil:
+		opts = append(opts, otlptracehttp.WithHTTPClient(&http.Client{Transport: orc}))
+	}
+	return otlptracehttp.New(ctx, opts...)
 }
 
 // produce ends total root spans through tp at o.rate. Like

@@ -157,6 +157,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"-prefix", "01", "-endpoint", "http://127.0.0.1:1/v1/traces"},              // short prefix
 		{"-prefix", "0102030405060708", "-endpoint", "x", "-exporter", "otlpretry"}, // no -dir
 		{"-prefix", "0102030405060708", "-endpoint", "x", "-rate", "0"},
+		{"-prefix", "0102030405060708", "-endpoint", "x", "-protocol", "thrift"},
+		{"-prefix", "0102030405060708", "-endpoint", "x", "-protocol", "grpc", "-exporter", "limit"}, // the limit is HTTP only
 	} {
 		var stderr bytes.Buffer
 		if code := run(args, strings.NewReader(""), io.Discard, &stderr); code != 2 {
@@ -195,6 +197,45 @@ func TestAppProducesNamedSpans(t *testing.T) {
 		if !coll.HasSpan(tid, sid) {
 			t.Fatalf("span %d not received", i)
 		}
+	}
+}
+
+// Over gRPC, with the plain exporter and with otlpretry's DialOption,
+// every span reaches a gRPC receiver with the IDs the driver expects, and
+// otlpretry's Shutdown leaves nothing behind.
+func TestAppOverGRPC(t *testing.T) {
+	for _, exporter := range []string{"plain", "otlpretry"} {
+		t.Run(exporter, func(t *testing.T) {
+			coll := otlptest.StartGRPCCollector(t)
+			prefix := [8]byte{7, 7, 7, 7, 7, 7, 7, 7}
+			o := options{exporter: exporter, protocol: "grpc", endpoint: "http://" + coll.Addr(), dir: t.TempDir(),
+				rate: 1000, spans: 300, prefix: prefix, concurrency: 1}
+			stdin := &feeder{first: []byte("start\n"), stop: make(chan struct{})}
+			var stderr bytes.Buffer
+			done := make(chan error, 1)
+			go func() { done <- app(o, stdin, io.Discard, &stderr) }()
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			err := coll.Wait(ctx, "300 spans", func(c *otlptest.GRPCCollector) bool { return c.Spans() >= 300 })
+			close(stdin.stop)
+			if err != nil {
+				<-done
+				t.Fatalf("%v; stderr: %s", err, stderr.String())
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for i := range uint64(300) {
+				var tid [16]byte
+				var sid [8]byte
+				copy(tid[:8], prefix[:])
+				binary.BigEndian.PutUint64(tid[8:], i)
+				binary.BigEndian.PutUint64(sid[:], i+1)
+				if !coll.HasSpan(tid, sid) {
+					t.Fatalf("span %d not received", i)
+				}
+			}
+		})
 	}
 }
 

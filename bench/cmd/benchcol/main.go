@@ -1,9 +1,9 @@
 // Command benchcol is the OpenTelemetry Collector that the side-by-side
-// benchmark runs as system C: a minimal distribution with exactly the
-// components a user needs for durable delivery through a local agent (the
-// OTLP receiver, the OTLP/HTTP exporter and the file_storage extension for
-// its persistent sending queue), built from the same releases as the e2e
-// module's receiver. The benchmark driver writes its configuration; see
+// benchmark runs as systems C and C-grpc: a minimal distribution with
+// exactly the components a user needs for durable delivery through a local
+// agent (the OTLP receiver, the OTLP/HTTP and OTLP/gRPC exporters and the
+// file_storage extension for their persistent sending queue), built from
+// the same releases as the e2e module's receiver. The benchmark driver writes its configuration; see
 // collectorConfig in the bench package.
 //
 //	benchcol --config /path/to/config.yaml
@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/envprovider"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
+	"go.opentelemetry.io/collector/exporter/otlpexporter"
 	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -30,7 +31,7 @@ func components() (otelcol.Factories, error) {
 	if f.Receivers, err = otelcol.MakeFactoryMap(otlpreceiver.NewFactory()); err != nil {
 		return f, err
 	}
-	if f.Exporters, err = otelcol.MakeFactoryMap(otlphttpexporter.NewFactory()); err != nil {
+	if f.Exporters, err = otelcol.MakeFactoryMap(otlphttpexporter.NewFactory(), otlpexporter.NewFactory()); err != nil {
 		return f, err
 	}
 	if f.Extensions, err = otelcol.MakeFactoryMap(filestorage.NewFactory()); err != nil {
