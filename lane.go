@@ -115,6 +115,11 @@ func (l *lane) endWait() {
 // an export of the current epoch: it is healthy again.
 func (l *lane) succeeded() {
 	l.stopTimers()
+	if l.unreachable {
+		// The destination did not answer at all: its window's halvings
+		// measured an outage, not its capacity.
+		l.window.Restart()
+	}
 	l.state = laneHealthy
 	l.forCredentials, l.unreachable, l.cause = false, false, ""
 	l.bo.reset()

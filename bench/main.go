@@ -48,8 +48,8 @@
 //	         one stored export per request
 //	C-batch  C with the sending queue's batching on (sending_queue.batch: flush_timeout
 //	         200ms, sizer items, min_size 8192, the Collector's values when enabled)
-//	limit    the held exports packed into requests of -request-bytes (1 MiB), 32 in
-//	         flight (a fixed window: the bound of the library's adaptive one)
+//	limit    the held exports packed into requests of -request-bytes (1 MiB), with
+//	         the library's own adaptive window in flight (internal/batch: 4 to 32)
 //
 // Each application, the Collector and the relay run as processes of their
 // own, built by the driver at start (the relay from ../cmd/otlpretry in the

@@ -83,21 +83,28 @@
 //
 // # Window
 //
-// Window bounds a destination's requests in flight: it starts at 4
-// (DefaultInitialWindow), grows by one per window's worth of successes
-// (about one per round trip) while at least half of it is in use, up to
-// 32 (DefaultMaxWindow), and halves, down
-// to 1, on a 408, 429, 5xx, timeout, reset or refused connection, at most
-// once per round trip. It never decides when to send: a Retry-After or
-// the lane's backoff is waited out first.
+// Window bounds a destination's requests in flight, as TCP's congestion
+// control bounds a connection's: it starts at 4 (DefaultInitialWindow) in
+// slow start, one more for each success, so it about doubles every round
+// trip up to 32 (DefaultMaxWindow); it halves, down to 1, on a 408, 429,
+// 5xx, timeout, reset or refused connection, at most once per round trip,
+// and from then on grows by one per window's worth of successes (about
+// one per round trip). It grows only while at least half of it is in use.
+// It never decides when to send: a Retry-After or the lane's backoff is
+// waited out first.
 //
-// What one host sends in its first seconds after its endpoint recovers:
-// each failed attempt during the outage halved the window, so it is 1 by
-// the time the endpoint answers again. The host then sends 1 request in
-// the first round trip, 2 in the second, n in the n-th: n(n+1)/2 requests
-// of at most 1 MiB in n round trips, 55 in the first second at 100 ms
-// (about 55 MiB), and never more than 32 at once. A fleet recovering
-// together therefore starts with one request per host, spread by each
-// lane's jittered backoff, and every 429, 503 or timeout the recovering
-// backend answers halves that host's window again.
+// What one host sends in its first seconds after its endpoint recovers
+// depends on how it failed. After an outage in which the endpoint did
+// not answer at all (refused or blackholed connections), the window
+// restarts (Restart): 4 requests of at most 1 MiB in the first round
+// trip, then 8, 16, and 32, the most it ever has in flight; at 100 ms
+// that is 60 requests in the first 400 ms. After an overload (429, 503,
+// timeouts), each of which halved the window, it is 1 when the endpoint
+// takes a request again, and the host sends 1 request in the first round
+// trip, 2 in the second, n in the n-th: n(n+1)/2 in n round trips, 55 in
+// the first second at 100 ms. A fleet recovering together therefore
+// starts, per host, with a probe and then at most 4 requests after an
+// outage, and with one request after an overload, spread by each lane's
+// jittered backoff; every 429, 503 or timeout the recovering backend
+// answers halves that host's window again.
 package batch

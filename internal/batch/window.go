@@ -49,18 +49,24 @@ func (r Result) Feedback() Feedback {
 }
 
 // A Window bounds one destination's requests in flight and adapts the
-// bound to the answers, additive increase, multiplicative decrease:
+// bound to the answers, as TCP's congestion control does:
 //
-//   - it starts at the initial size;
-//   - once as many requests have succeeded as the window's size (about
-//     one round trip's worth), it grows by one, up to the maximum, if at
-//     some point meanwhile at least half of it was in use: a lane that
-//     the window does not hold back gives no evidence that more would
-//     be taken;
-//   - a Congestion halves it, down to 1, at most once per round trip:
-//     failures of requests sent before the last decrease, which met the
-//     same congestion, do not decrease it again;
-//   - Neutral changes nothing.
+//   - it starts at the initial size, in slow start: each success adds
+//     one, so the window about doubles every round trip, up to the
+//     maximum or the slow-start threshold (the maximum until a first
+//     congestion);
+//   - past the threshold, once as many requests have succeeded as the
+//     window's size (about one round trip's worth), it grows by one;
+//   - in both, only if at some point meanwhile at least half of it was in
+//     use: a lane that the window does not hold back gives no evidence
+//     that more would be taken;
+//   - a Congestion halves it, down to 1, at most once per round trip, and
+//     the threshold with it: failures of requests sent before the last
+//     decrease, which met the same congestion, do not decrease it again;
+//   - Neutral changes nothing;
+//   - Restart, after an outage in which the destination did not answer
+//     at all (refused or blackholed connections: not an overload), puts
+//     it back to its initial size in slow start.
 //
 // The window decides how many requests are in flight, never when the next
 // one goes: a Retry-After or the lane's backoff is waited out first, and
@@ -69,8 +75,10 @@ func (r Result) Feedback() Feedback {
 // A Window is not safe for concurrent use: the goroutine that owns the
 // destination's lane owns its window.
 type Window struct {
+	initial  int
 	limit    int
 	max      int
+	ssthresh int // slow start below it; additive increase from it
 	inFlight int
 	credit   int    // successes counted toward the next growth
 	peak     int    // the most in flight since the last change of limit
@@ -93,7 +101,16 @@ func NewWindow(initial, maxSize int) *Window {
 	if maxSize < 1 {
 		maxSize = DefaultMaxWindow
 	}
-	return &Window{limit: min(initial, maxSize), max: maxSize}
+	return &Window{initial: min(initial, maxSize), limit: min(initial, maxSize), max: maxSize, ssthresh: maxSize}
+}
+
+// Restart puts the window back to its initial size, in slow start up to
+// the maximum: for a destination that answers again after it did not
+// answer at all, whose halvings measured an outage, not its capacity.
+func (w *Window) Restart() {
+	w.limit, w.ssthresh = w.initial, w.max
+	w.credit, w.peak = 0, w.inFlight
+	w.recover = w.next
 }
 
 // Limit is the number of requests the window lets be in flight now.
@@ -125,6 +142,13 @@ func (w *Window) Release(t Ticket, f Feedback) {
 		if w.limit >= w.max {
 			return
 		}
+		if w.limit < w.ssthresh {
+			// Slow start: one more for each success.
+			if 2*w.peak >= w.limit {
+				w.limit++
+			}
+			return
+		}
 		w.credit++
 		if w.credit >= w.limit {
 			if 2*w.peak >= w.limit {
@@ -138,6 +162,7 @@ func (w *Window) Release(t Ticket, f Feedback) {
 			return // sent before the last decrease: the same congestion
 		}
 		w.limit = max(w.limit/2, 1)
+		w.ssthresh = w.limit
 		w.credit = 0
 		w.peak = w.inFlight
 		w.recover = w.next

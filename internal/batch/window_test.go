@@ -45,17 +45,27 @@ func TestWindowDefaults(t *testing.T) {
 	}
 }
 
-func TestWindowGrowsOnePerRoundTripToItsBound(t *testing.T) {
+func TestWindowSlowStartDoublesToItsBound(t *testing.T) {
 	w := NewWindow(4, 32)
-	for want := 4; want <= 32; want++ {
+	for _, want := range []int{4, 8, 16, 32, 32, 32} {
 		if got := round(w, Success); got != want {
 			t.Fatalf("round sent %d, want %d", got, want)
 		}
 	}
-	for range 10 {
-		if got := round(w, Success); got != 32 {
-			t.Fatalf("round sent %d past the bound 32", got)
+}
+
+// TestWindowGrowsOnePerRoundTripAfterCongestion: past a congestion the
+// window grows by one per round trip, from half the size it had.
+func TestWindowGrowsOnePerRoundTripAfterCongestion(t *testing.T) {
+	w := NewWindow(16, 32)
+	round(w, Congestion) // 16 -> 8, threshold 8
+	for want := 8; want <= 32; want++ {
+		if got := round(w, Success); got != want {
+			t.Fatalf("round sent %d, want %d", got, want)
 		}
+	}
+	if got := round(w, Success); got != 32 {
+		t.Fatalf("round sent %d past the bound 32", got)
 	}
 }
 
@@ -119,17 +129,30 @@ func TestWindowNeutral(t *testing.T) {
 }
 
 // TestWindowAfterRecovery is the package documentation's account of the
-// first seconds after an outage: the window is 1, then 1, 2, 3... requests
-// per round trip, 55 in ten round trips.
+// first seconds after an outage. An outage of refused connections ends in
+// Restart: 4, 8, 16, 32 requests per round trip. An overload (503s) that
+// halved the window to 1 is climbed out of one request per round trip:
+// 1, 2, 3..., 55 in ten round trips.
 func TestWindowAfterRecovery(t *testing.T) {
 	w := NewWindow(4, 32)
-	// The outage: probes one at a time, each refused.
-	for range 5 {
+	for range 5 { // the outage: probes one at a time, each refused
 		tk, _ := w.Acquire()
 		w.Release(tk, FeedbackOf(retry.Unreachable))
 	}
 	if w.Limit() != 1 {
 		t.Fatalf("limit %d after the outage, want 1", w.Limit())
+	}
+	w.Restart()
+	for _, want := range []int{4, 8, 16, 32, 32} {
+		if got := round(w, Success); got != want {
+			t.Fatalf("after Restart a round sent %d, want %d", got, want)
+		}
+	}
+
+	w = NewWindow(4, 32)
+	for range 5 { // an overload: each answer a 503
+		tk, _ := w.Acquire()
+		w.Release(tk, FeedbackOf(retry.ServerBusy))
 	}
 	total := 0
 	for i := 1; i <= 10; i++ {

@@ -46,6 +46,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/otlpretry/otlpretry/internal/batch"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -427,7 +428,12 @@ type oracle struct {
 	logger     *slog.Logger
 	mergeBytes int // 0: one export per request
 
-	mu     sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// win, with a merge bound, is otlpretry's own adaptive window
+	// (internal/batch: 4 growing in slow start to the concurrency), so
+	// that the limit differs from otlpretry by its layer, not by how many
+	// requests it dares have in flight.
+	win    *batch.Window
 	held   bool
 	queue  []held
 	busy   int // exports taken by workers and not yet delivered
@@ -445,6 +451,9 @@ func newOracle(concurrency, mergeBytes int, logger *slog.Logger) *oracle {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2 * concurrency
 	o := &oracle{next: tr, logger: logger, mergeBytes: mergeBytes}
+	if mergeBytes > 0 {
+		o.win = batch.NewWindow(batch.DefaultInitialWindow, concurrency)
+	}
 	o.wake = sync.NewCond(&o.mu)
 	for range concurrency {
 		o.wg.Add(1)
@@ -512,12 +521,23 @@ func (o *oracle) worker() {
 	defer o.wg.Done()
 	for {
 		o.mu.Lock()
-		for !o.closed && (o.held || len(o.queue) == 0) {
-			o.wake.Wait()
-		}
-		if o.closed {
-			o.mu.Unlock()
-			return
+		var ticket batch.Ticket
+		for {
+			for !o.closed && (o.held || len(o.queue) == 0) {
+				o.wake.Wait()
+			}
+			if o.closed {
+				o.mu.Unlock()
+				return
+			}
+			if o.win == nil {
+				break
+			}
+			var ok bool
+			if ticket, ok = o.win.Acquire(); ok {
+				break
+			}
+			o.wake.Wait() // the window is full: a post's end wakes us
 		}
 		n := o.takeLocked()
 		group := o.queue[:n:n]
@@ -531,6 +551,14 @@ func (o *oracle) worker() {
 		o.busy--
 		if err != nil {
 			o.queue = append(slices.Clone(group), o.queue...)
+		}
+		if o.win != nil {
+			f := batch.Success
+			if err != nil {
+				f = batch.Congestion
+			}
+			o.win.Release(ticket, f)
+			o.wake.Broadcast()
 		}
 		o.mu.Unlock()
 		if err != nil {
