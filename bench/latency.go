@@ -155,7 +155,7 @@ func latencySection(b *strings.Builder, rs, spool []*result, s settings) {
 	}
 	fmt.Fprintf(b, "## Latency: %s exports of %s spans (~%s each), built while the endpoint refuses connections, then drained through a round trip of %s\n\n",
 		num(int64(s.Backlog)), num(int64(s.Batch)), bytesText(int64(s.ExportBytes)), strings.Join(names, ", "))
-	fmt.Fprintf(b, "The fault proxy holds every answer back by the round trip (loopback: no delay); requests and connects are not slowed. The limit packs the held exports into requests of up to %s with 32 in flight. Medians of the rounds, each system alone; ratios to the limit are taken within a round.\n\n", bytesText(int64(s.RequestBytes)))
+	fmt.Fprintf(b, "The fault proxy holds every answer back by the round trip (loopback: no delay); requests and connects are not slowed. The limit packs the held exports into requests of up to %s, sent with otlpretry's own adaptive window. Medians of the rounds, each system alone; ratios to the limit are taken within a round.\n\n", bytesText(int64(s.RequestBytes)))
 	for _, x := range rtts {
 		rows := backlogRows(groups[x], s)
 		by := map[string]backlogRow{}
