@@ -659,14 +659,9 @@ func (d *delivery) onProbe(pr result) {
 	// An unreachable destination is back when it answers at all; a busy
 	// one only when it accepts.
 	back := pr.out == retry.Delivered || (l.unreachable && pr.out != retry.Unreachable && pr.out != retry.Canceled)
-	switch {
-	case pr.out == retry.Delivered:
-		// The probe was accepted: it was the trial, and the backlog goes
-		// at once, its window restarting after an outage.
-		d.recovered(l)
-	case back:
+	if back {
 		l.endWait()
-	default:
+	} else {
 		next := l.probeInterval
 		if l.unreachable && pr.out == retry.Unreachable {
 			next = probeEvery(d.cfg, pr, 0) // a name that stopped resolving is probed less often
