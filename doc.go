@@ -37,8 +37,10 @@
 //     Content-Type and Content-Encoding are merged into requests of at most
 //     1 MiB before compression (see Merged requests below), and each
 //     destination has its own window of requests in flight, which starts
-//     at 4, grows by one per round trip's worth of successes up to 32, and
-//     halves on a 408, 429, 5xx, timeout or reset. Windows are per
+//     at 4 and doubles each round trip of successes up to 32 (slow start),
+//     halves on a 408, 429, 5xx, timeout or reset and then grows by one
+//     per round trip, and starts again at 4 after an outage in which the
+//     destination did not answer at all. Windows are per
 //     destination, so a failing one never delays another. After a
 //     failure a destination backs off on its own: 1 s, doubling, never
 //     more than 128 s, each wait shortened by up to half at random; a
@@ -147,13 +149,16 @@
 //
 // Live exports are never held back to be merged: they go as they come.
 //
-// What one host sends when its endpoint recovers: each failed attempt
-// halved the window, so it is 1 when the endpoint answers again; one
-// export tests it, then the window grows by one per round trip: n(n+1)/2
-// requests in the first n round trips, never more than 32 at once, and
-// every 429, 503 or timeout of the recovering backend halves it again. A
-// fleet recovering together thus starts at one request per host, spread
-// by each destination's jittered backoff.
+// What one host sends when its endpoint recovers: one export tests it
+// first. After an outage in which the endpoint did not answer at all
+// (refused or blackholed connections) the window then starts again at 4
+// and doubles each round trip: 4, 8, 16, then 32 requests of at most
+// 1 MiB, never more at once. After an overload (429, 503, timeouts), each
+// failure halved the window, so it is 1 when the endpoint takes requests
+// again, and it grows by one per round trip: n(n+1)/2 requests in the
+// first n round trips. Every 429, 503 or timeout of the recovering backend
+// halves it again. A fleet recovering together thus starts with one test
+// export per host, spread by each destination's jittered backoff.
 //
 // # Configuration
 //

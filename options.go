@@ -179,11 +179,11 @@ func WithSlowAttempt(d time.Duration) Option {
 
 // WithConcurrency sets how many requests of stored exports a destination
 // has in flight when its backlog starts to be sent: its window. While the
-// destination accepts them the window grows by one per round trip's worth
-// of successes, up to 32 (or n, if larger); a 408, 429, 5xx, timeout or
-// reset halves it, down to 1, and the wait that follows the failure
-// (Retry-After, else the backoff) comes first. Default 4
-// (OTLPRETRY_CONCURRENCY).
+// destination accepts them the window doubles each round trip (slow
+// start), up to 32 (or n, if larger); a 408, 429, 5xx, timeout or reset
+// halves it, down to 1, after which it grows by one per round trip, and
+// the wait that follows the failure (Retry-After, else the backoff) comes
+// first. Default 4 (OTLPRETRY_CONCURRENCY).
 func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.concurrency = n }) }
 
 // WithMaxRequestBytes bounds the requests in which stored exports are sent:
