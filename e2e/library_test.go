@@ -370,6 +370,12 @@ func (c *countingExporter) counts() (acked, failed int) {
 // to the test.
 func newTransport(t *testing.T, name, dir string, opts ...otlpretry.Option) *otlpretry.Transport {
 	t.Helper()
+	if dir == "" {
+		// Never the default folder: tests run in parallel, and a folder
+		// shared with another test's Transport (or an earlier run) holds
+		// exports for destinations this one has no credentials for.
+		dir = t.TempDir()
+	}
 	rt, err := otlpretry.New(append([]otlpretry.Option{
 		otlpretry.WithDir(dir),
 		otlpretry.WithLogger(otlptest.Logger(t, name)),
