@@ -111,14 +111,19 @@ func printTable(w *os.File) (passed, failed, skipped int) {
 	slices.SortStableFunc(rows, func(a, b *row) int { return rank(a.scenario) - rank(b.scenario) })
 	fmt.Fprintln(w, "\ne2e against the OpenTelemetry Collector OTLP receiver (spans; backlog: most exports on disk at once;")
 	fmt.Fprintln(w, "plain/<kind>: the OTel exporter without otlpretry, beside library/<kind> in the same run, reported only)")
-	fmt.Fprintf(w, "%-26s %8s %8s %8s %6s %6s %8s %7s %s\n",
+	// The scenario column is as wide as its longest name.
+	width := len("scenario")
+	for _, r := range rows {
+		width = max(width, len(r.scenario))
+	}
+	fmt.Fprintf(w, "%-*s %8s %8s %8s %6s %6s %8s %7s %s\n", width,
 		"scenario", "produced", "acked", "received", "lost", "dups", "backlog", "took", "result")
 	for _, r := range rows {
 		if r.counted {
-			fmt.Fprintf(w, "%-26s %8d %8d %8d %6d %6d %8d %7s %s\n",
+			fmt.Fprintf(w, "%-*s %8d %8d %8d %6d %6d %8d %7s %s\n", width,
 				r.scenario, r.produced, r.acked, r.received, r.lost, r.dups, r.backlog, r.took.Round(100*time.Millisecond), r.state)
 		} else {
-			fmt.Fprintf(w, "%-26s %8s %8s %8s %6s %6s %8s %7s %s\n",
+			fmt.Fprintf(w, "%-*s %8s %8s %8s %6s %6s %8s %7s %s\n", width,
 				r.scenario, "-", "-", "-", "-", "-", "-", r.took.Round(100*time.Millisecond), r.state)
 		}
 		switch r.state {
@@ -136,8 +141,8 @@ func printTable(w *os.File) (passed, failed, skipped int) {
 
 // rank orders the table: the library's fault kinds (each followed by the
 // plain exporter's baseline, where it runs), the relay's, flapping, kills,
-// disk faults, metrics and logs, two destinations, two processes,
-// security.
+// disk faults, metrics and logs, two destinations, two processes, gRPC,
+// the relay over gRPC, security.
 func rank(scenario string) int {
 	var order []string
 	for _, k := range libraryFaults {
@@ -156,6 +161,7 @@ func rank(scenario string) int {
 		"dest/A-traces-down-60s", "dest/B-metrics-up", "dest/B-logs-up",
 		"2proc/live-credentials", "2proc/configured-creds")
 	order = append(order, grpcRows()...)
+	order = append(order, relayGRPCRows()...)
 	order = append(order,
 		"security/spool", "security/relay-loopback", "security/read-only-spool")
 	if i := slices.Index(order, scenario); i >= 0 {
