@@ -24,6 +24,12 @@
 // to any request without that receiver's own token, and both scenarios fail
 // on any such request.
 //
+// TestRelayGRPC runs the relay's OTLP/gRPC receiver: the SDK's gRPC
+// exporters send traces, metrics and logs with the relay's client token,
+// and the relay forwards them over gRPC and, in a second run, over
+// OTLP/HTTP, while the upstream refuses connections for 5 s; the check in
+// front of the Collector refuses anything without the upstream token.
+//
 // The long scenarios are opt-in: go test ./e2e/... -args -soak (or
 // OTLPRETRY_SOAK=1) adds the 10-minute library soak at 2,000 spans/s with
 // its resident-memory check (run it without -race), the 60 s flapping run
