@@ -121,7 +121,6 @@ func BenchmarkHappyPath(b *testing.B) {
 	body := otlptest.TraceBodyOfSize(64 << 10)
 	srv := startBenchSink(b)
 	bare, ours := otlptest.NewPairSide("bare"), otlptest.NewPairSide("otlpretry")
-	defer pprof.SetGoroutineLabels(context.Background())
 	var rt *otlpretry.Transport
 	clients := map[*otlptest.PairSide]*http.Client{}
 	for _, s := range []*otlptest.PairSide{bare, ours} {
@@ -136,20 +135,10 @@ func BenchmarkHappyPath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	export := func(s *otlptest.PairSide) func(context.Context) error {
-		return func(ctx context.Context) error {
-			_, err := benchExport(ctx, clients[s], srv.url(), body)
-			return err
-		}
-	}
-	sides := [2]*otlptest.PairSide{bare, ours}
-	for i := 0; b.Loop(); i++ {
-		first := i % 2 // each side goes first half the time
-		sides[first].Turn(b, export(sides[first]))
-		sides[1-first].Turn(b, export(sides[1-first]))
-	}
-	b.StopTimer()
-	otlptest.ReportPair(b, bare, ours)
+	otlptest.RunPair(b, bare, ours, func(s *otlptest.PairSide, ctx context.Context) error {
+		_, err := benchExport(ctx, clients[s], srv.url(), body)
+		return err
+	})
 	// An export held past the hold limit is spooled and opens the circuit
 	// for the ones after it, even on loopback when the machine is starved
 	// of CPU: reported, so that such a run can be told apart.
@@ -238,20 +227,10 @@ func benchCircuitOpen(b *testing.B, dir string, body []byte, mode otlptest.Mode)
 		}
 	}
 
-	ctx := context.Background()
-	durations := make([]time.Duration, 0, 1<<16)
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		start := time.Now()
+	otlptest.TimeExports(b, int64(len(body)), func(ctx context.Context) error {
 		_, err := benchExport(ctx, client, url, body)
-		durations = append(durations, time.Since(start))
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	otlptest.ReportLatency(b, durations)
+		return err
+	})
 	if st := rt.Stats(); !st.CircuitOpen || st.Direct != 0 {
 		b.Fatalf("circuit closed while the endpoint was down: %+v", st)
 	}

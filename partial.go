@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/otlpretry/otlpretry/internal/wire"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -78,7 +79,7 @@ var partialNames = map[spool.Signal][2]string{
 // skipped as unknown. A malformed message, or a message that is not UTF-8,
 // says nothing was dropped.
 func partialProtobuf(b []byte) (rejected int64, message string) {
-	ok := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+	ok := wire.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 		if num != fieldPartialSuccess || typ != protowire.BytesType {
 			return true
 		}
@@ -86,7 +87,7 @@ func partialProtobuf(b []byte) (rejected int64, message string) {
 		if n < 0 {
 			return false
 		}
-		return eachField(msg, func(num protowire.Number, typ protowire.Type, v []byte) bool {
+		return wire.Fields(msg, func(num protowire.Number, typ protowire.Type, v []byte) bool {
 			switch {
 			case num == fieldRejected && typ == protowire.VarintType:
 				x, n := protowire.ConsumeVarint(v)
@@ -104,25 +105,6 @@ func partialProtobuf(b []byte) (rejected int64, message string) {
 		return 0, ""
 	}
 	return rejected, message
-}
-
-// eachField calls f with each field of the protobuf message b: its
-// number, wire type and encoded value. It stops when f returns false and
-// reports false then, or when b is malformed.
-func eachField(b []byte, f func(protowire.Number, protowire.Type, []byte) bool) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 || !f(num, typ, b[:m]) {
-			return false
-		}
-		b = b[m:]
-	}
-	return true
 }
 
 // partialJSON reads partialSuccess from an OTLP JSON response: fields by

@@ -121,7 +121,6 @@ func BenchmarkGRPCHappyPath(b *testing.B) {
 	req := benchTraceRequest(64 << 10)
 	addr := startBenchGRPCSink(b)
 	bare, ours := otlptest.NewPairSide("bare"), otlptest.NewPairSide("otlpretry")
-	defer pprof.SetGoroutineLabels(context.Background())
 	var rt *otlpretry.Transport
 	clients := map[*otlptest.PairSide]coltrace.TraceServiceClient{}
 	for _, s := range []*otlptest.PairSide{bare, ours} {
@@ -136,17 +135,9 @@ func BenchmarkGRPCHappyPath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	export := func(s *otlptest.PairSide) func(context.Context) error {
-		return func(ctx context.Context) error { return benchGRPCExport(ctx, clients[s], req) }
-	}
-	sides := [2]*otlptest.PairSide{bare, ours}
-	for i := 0; b.Loop(); i++ {
-		first := i % 2 // each side goes first half the time
-		sides[first].Turn(b, export(sides[first]))
-		sides[1-first].Turn(b, export(sides[1-first]))
-	}
-	b.StopTimer()
-	otlptest.ReportPair(b, bare, ours)
+	otlptest.RunPair(b, bare, ours, func(s *otlptest.PairSide, ctx context.Context) error {
+		return benchGRPCExport(ctx, clients[s], req)
+	})
 	// See BenchmarkHappyPath: a run starved of CPU may hand exports off.
 	b.ReportMetric(float64(rt.Stats().Spooled), "spooled-total")
 }
@@ -206,20 +197,9 @@ func benchGRPCCircuitOpen(b *testing.B, dir string, req *coltrace.ExportTraceSer
 		}
 	}
 
-	ctx := context.Background()
-	durations := make([]time.Duration, 0, 1<<16)
-	b.SetBytes(int64(proto.Size(req)))
-	b.ReportAllocs()
-	for b.Loop() {
-		start := time.Now()
-		err := benchGRPCExport(ctx, client, req)
-		durations = append(durations, time.Since(start))
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	otlptest.ReportLatency(b, durations)
+	otlptest.TimeExports(b, int64(proto.Size(req)), func(ctx context.Context) error {
+		return benchGRPCExport(ctx, client, req)
+	})
 	if st := rt.Stats(); !st.CircuitOpen || st.Direct != 0 {
 		b.Fatalf("circuit closed while the endpoint was down: %+v", st)
 	}

@@ -67,6 +67,22 @@ func (s *PairSide) Turn(b *testing.B, export func(ctx context.Context) error) {
 	s.n += PairBlock
 }
 
+// RunPair runs a paired benchmark: bare and ours take turns, each going
+// first half the time, export(side) making one export of that side, and
+// what each turn cost is reported (ReportPair).
+func RunPair(b *testing.B, bare, ours *PairSide, export func(s *PairSide, ctx context.Context) error) {
+	defer pprof.SetGoroutineLabels(context.Background())
+	sides := [2]*PairSide{bare, ours}
+	for i := 0; b.Loop(); i++ {
+		first := sides[i%2]
+		second := sides[1-i%2]
+		first.Turn(b, func(ctx context.Context) error { return export(first, ctx) })
+		second.Turn(b, func(ctx context.Context) error { return export(second, ctx) })
+	}
+	b.StopTimer()
+	ReportPair(b, bare, ours)
+}
+
 // ReportPair reports each side's cost per export and the ratios
 // otlpretry/bare of time, CPU, allocations and bytes.
 func ReportPair(b *testing.B, bare, ours *PairSide) {
@@ -91,6 +107,26 @@ func CPUTime(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TimeExports times each export call of the benchmark's loop, export
+// making one of size bytes, and reports their latency (ReportLatency)
+// and allocations.
+func TimeExports(b *testing.B, size int64, export func(ctx context.Context) error) {
+	ctx := context.Background()
+	durations := make([]time.Duration, 0, 1<<16)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		err := export(ctx)
+		durations = append(durations, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	ReportLatency(b, durations)
 }
 
 // ReportLatency reports the p50, p99 and max of durations (nearest rank).
