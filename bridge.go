@@ -44,6 +44,17 @@ func (c core) Headers(dest bridge.Target) (http.Header, bool) {
 	return c.t.cfg.headersFor(&url.URL{Scheme: dest.Scheme, Host: dest.Host, Path: dest.Path})
 }
 
+// newSender gives t the adapter's sender when the program links the
+// adapter (bridge.NewSender), so that what an earlier process stored for
+// a gRPC destination can go with the headers configured for it before
+// any live call.
+func (t *Transport) newSender() {
+	if bridge.NewSender != nil {
+		c := core{t}
+		t.endpoints.senderOr(func() bridge.Sender { return bridge.NewSender(c) })
+	}
+}
+
 // sendGRPC sends body, one serialized request, to a gRPC destination
 // through the adapter's sender. false: there is no sender, or dest has
 // neither a live call's connection nor configured headers.

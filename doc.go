@@ -88,8 +88,8 @@
 // HTTP statuses, as its documentation lists them. gRPC support is a
 // module of its own so that a program that exports over HTTP only links
 // no gRPC: this package does not import it. Exports an earlier process
-// stored for a gRPC destination are sent once otlpretrygrpc has been set
-// up for the Transport (DialOption or UnaryClientInterceptor).
+// stored for a gRPC destination wait in the spool when the program does
+// not link otlpretrygrpc.
 //
 // # Credentials
 //

@@ -96,6 +96,7 @@ func New(opts ...Option) (*Transport, error) {
 	t.hurry.Store(&hurry)
 	t.delivery = newDelivery(deliveryDeps{spool: sp, next: cfg.next, cfg: cfg, counters: &t.counters,
 		live: t.endpoints, circuits: t.circuits})
+	t.newSender()
 	if err := t.registerMetrics(); err != nil {
 		sp.Close()
 		return nil, err

@@ -41,9 +41,9 @@
 // metadata and compression; with no live connection, headers given with
 // otlpretry.WithEndpointHeaders for the grpc:// URL are sent as metadata
 // over a connection of the Transport's own; with neither, it waits
-// ("waiting for credentials"). Metadata is never stored. Exports stored
-// for gRPC destinations (by this process or an earlier one) are sent once
-// DialOption or UnaryClientInterceptor has been called for the Transport. A request given
+// ("waiting for credentials"). Metadata is never stored. In a program
+// that links this package, every Transport can send what an earlier
+// process stored for gRPC destinations from otlpretry.New on. A request given
 // to the interceptor as []byte (a serialized request, as a relay forwards
 // it) is sent as it is.
 package otlpretrygrpc

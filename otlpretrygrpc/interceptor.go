@@ -40,6 +40,12 @@ func signalOf(method string) (spool.Signal, bool) {
 	return spool.SignalUnknown, false
 }
 
+// Every Transport of a program that links this package gets its sender
+// of stored exports to gRPC destinations in otlpretry.New.
+func init() {
+	bridge.NewSender = func(core bridge.Core) bridge.Sender { return newConns(core) }
+}
+
 // DialOption returns the option that puts t under an OTLP/gRPC exporter:
 // pass it to otlptracegrpc.WithDialOption, otlpmetricgrpc.WithDialOption
 // or otlploggrpc.WithDialOption. The exports of the connection then take

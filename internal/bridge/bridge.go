@@ -15,8 +15,8 @@
 //   - The adapter owns its protocol: making one attempt and evaluating its
 //     answer as a retry.Outcome (Export.Attempt), serializing the export
 //     (Export.Bytes), the error a caller retries, its connections and the
-//     metadata of live calls (Sender), and answering its caller from an
-//     Ending.
+//     metadata of live calls (Sender, set up by NewSender in an init
+//     function), and answering its caller from an Ending.
 package bridge
 
 import (
@@ -34,6 +34,12 @@ import (
 // (this package cannot name the type without importing its importer).
 var Of func(t any) Core
 
+// NewSender makes the sender of one Transport (see Core.Sender). The gRPC
+// adapter sets it in an init function, so that in a program that links
+// the adapter every Transport can send stored exports to gRPC
+// destinations from New on, before any interceptor is made for it.
+var NewSender func(Core) Sender
+
 // Core is what a Transport lends an adapter.
 type Core interface {
 	// Closed tells whether the Transport is shut down: calls then pass
@@ -45,7 +51,8 @@ type Core interface {
 	// end, like the hold's, releases the caller while the attempts go on.
 	Export(ctx context.Context, dest Target, signal spool.Signal, x Export) Ending
 	// Sender returns the Transport's sender of stored exports to the
-	// adapter's destinations, made with newSender the first time.
+	// adapter's destinations, made with newSender when New made none
+	// (NewSender was not set yet).
 	Sender(newSender func() Sender) Sender
 	// Headers returns the headers configured (WithEndpointHeaders) for
 	// dest, and whether there are any.
