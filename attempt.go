@@ -33,12 +33,12 @@ var (
 
 // newAttempt returns the context of one attempt, ended by its timeout, by
 // ctx, or, when ctx is an export's detached context, by Shutdown.
-func (t *Transport) newAttempt(ctx context.Context, timeout time.Duration) *attempt {
+func (p *cancellerPool) newAttempt(ctx context.Context, timeout time.Duration) *attempt {
 	a := &attempt{}
 	if d, ok := ctx.(*detachedContext); ok {
 		// Every held export's attempts share this parent, so their
-		// cancellers can be reused.
-		a.c, a.values = t.cancellers.get(d.Context), d.values
+		// cancellers can be reused from p.
+		a.c, a.values = p.get(d.Context), d.values
 	} else {
 		a.c = newCanceller(ctx, nil)
 	}

@@ -20,7 +20,7 @@ func TestAttemptContext(t *testing.T) {
 	defer stop()
 	reqCtx, cancelReq := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "trace"))
 	rt := &Transport{}
-	a := rt.newAttempt(&detachedContext{transport, reqCtx}, time.Hour)
+	a := rt.cancellers.newAttempt(&detachedContext{transport, reqCtx}, time.Hour)
 	if a.Value(ctxKey{}) != "trace" {
 		t.Fatal("request value lost")
 	}
@@ -59,7 +59,7 @@ func TestAttemptTimeout(t *testing.T) {
 	defer stop()
 	rt := &Transport{}
 	for _, timeout := range []time.Duration{0, time.Millisecond} {
-		a := rt.newAttempt(&detachedContext{transport, context.Background()}, timeout)
+		a := rt.cancellers.newAttempt(&detachedContext{transport, context.Background()}, timeout)
 		child, cancel := context.WithCancelCause(a)
 		select {
 		case <-child.Done():
@@ -74,7 +74,7 @@ func TestAttemptTimeout(t *testing.T) {
 		if n := len(rt.cancellers.free); n != 0 {
 			t.Fatalf("timeout %v: %d timed-out canceller(s) kept for reuse", timeout, n)
 		}
-		if next := rt.newAttempt(&detachedContext{transport, context.Background()}, time.Hour); next.Err() != nil {
+		if next := rt.cancellers.newAttempt(&detachedContext{transport, context.Background()}, time.Hour); next.Err() != nil {
 			t.Fatalf("the attempt after a timeout starts ended: %v", next.Err())
 		} else {
 			next.end()
@@ -89,7 +89,7 @@ func TestAttemptOfUnheldExport(t *testing.T) {
 	reqCtx, cancelReq := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "trace"), time.Minute)
 	defer cancelReq()
 	rt := &Transport{}
-	a := rt.newAttempt(reqCtx, time.Hour)
+	a := rt.cancellers.newAttempt(reqCtx, time.Hour)
 	if a.Value(ctxKey{}) != "trace" {
 		t.Fatal("request value lost")
 	}
@@ -100,7 +100,7 @@ func TestAttemptOfUnheldExport(t *testing.T) {
 	if a.Err() == nil || len(rt.cancellers.free) != 0 {
 		t.Fatalf("after the attempt: Err %v, %d kept for reuse", a.Err(), len(rt.cancellers.free))
 	}
-	b := rt.newAttempt(reqCtx, time.Hour)
+	b := rt.cancellers.newAttempt(reqCtx, time.Hour)
 	cancelReq()
 	<-b.Done()
 	b.end()
@@ -116,13 +116,13 @@ func TestCancellerReuse(t *testing.T) {
 	rt := &Transport{}
 	held := &detachedContext{transport, context.Background()}
 
-	first := rt.newAttempt(held, time.Hour)
+	first := rt.cancellers.newAttempt(held, time.Hour)
 	c := first.c
 	leaked, cancelLeaked := context.WithCancel(first) // by a lower transport that forgets to cancel
 	defer cancelLeaked()
 	first.end()
 	for i := 1; i < maxCancellerUses; i++ {
-		a := rt.newAttempt(held, time.Hour)
+		a := rt.cancellers.newAttempt(held, time.Hour)
 		if a.c != c {
 			t.Fatalf("attempt %d got a new canceller", i+1)
 		}
@@ -134,7 +134,7 @@ func TestCancellerReuse(t *testing.T) {
 	if leaked.Err() == nil || c.ctx.Err() == nil {
 		t.Fatal("a canceller was not retired after maxCancellerUses attempts")
 	}
-	if a := rt.newAttempt(held, time.Hour); a.c == c || a.Err() != nil {
+	if a := rt.cancellers.newAttempt(held, time.Hour); a.c == c || a.Err() != nil {
 		t.Fatal("a retired canceller was reused")
 	} else {
 		a.end()
@@ -142,7 +142,7 @@ func TestCancellerReuse(t *testing.T) {
 
 	var many []*attempt
 	for range maxIdleCancellers + 8 {
-		many = append(many, rt.newAttempt(held, time.Hour))
+		many = append(many, rt.cancellers.newAttempt(held, time.Hour))
 	}
 	for _, a := range many {
 		a.end()
@@ -155,7 +155,7 @@ func TestCancellerReuse(t *testing.T) {
 	}
 
 	stop()
-	a := rt.newAttempt(held, time.Hour)
+	a := rt.cancellers.newAttempt(held, time.Hour)
 	defer a.end()
 	if !errors.Is(a.Err(), context.Canceled) {
 		t.Fatalf("attempt after Shutdown: %v", a.Err())
@@ -169,7 +169,7 @@ func TestAttemptIsTheResponseBody(t *testing.T) {
 	transport, stop := context.WithCancel(context.Background())
 	defer stop()
 	rt := &Transport{}
-	a := rt.newAttempt(&detachedContext{transport, context.Background()}, time.Hour)
+	a := rt.cancellers.newAttempt(&detachedContext{transport, context.Background()}, time.Hour)
 	a.body = io.NopCloser(strings.NewReader("answer"))
 	resp := &http.Response{Body: a}
 	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "answer" {
@@ -198,11 +198,11 @@ func TestCancellerLazyTimer(t *testing.T) {
 	rt := &Transport{}
 	held := &detachedContext{transport, context.Background()}
 
-	first := rt.newAttempt(held, 20*time.Millisecond)
+	first := rt.cancellers.newAttempt(held, 20*time.Millisecond)
 	c := first.c
 	first.end() // the timer stays set, due in 20 ms
 	start := time.Now()
-	second := rt.newAttempt(held, 200*time.Millisecond)
+	second := rt.cancellers.newAttempt(held, 200*time.Millisecond)
 	if second.c != c {
 		t.Fatal("the canceller was not reused")
 	}
@@ -215,11 +215,11 @@ func TestCancellerLazyTimer(t *testing.T) {
 	}
 	second.end()
 
-	third := rt.newAttempt(held, time.Hour)
+	third := rt.cancellers.newAttempt(held, time.Hour)
 	c = third.c
 	third.end() // the timer stays set, due in an hour
 	start = time.Now()
-	fourth := rt.newAttempt(held, 20*time.Millisecond)
+	fourth := rt.cancellers.newAttempt(held, 20*time.Millisecond)
 	if fourth.c != c {
 		t.Fatal("the canceller was not reused")
 	}
@@ -233,11 +233,11 @@ func TestCancellerLazyTimer(t *testing.T) {
 	}
 	fourth.end()
 
-	fifth := rt.newAttempt(held, 10*time.Millisecond)
+	fifth := rt.cancellers.newAttempt(held, 10*time.Millisecond)
 	c = fifth.c
 	fifth.end()
 	time.Sleep(50 * time.Millisecond) // the timer fires with no attempt running
-	sixth := rt.newAttempt(held, time.Hour)
+	sixth := rt.cancellers.newAttempt(held, time.Hour)
 	defer sixth.end()
 	if sixth.c != c || sixth.Err() != nil {
 		t.Fatalf("after the timer fired between attempts: reused %v, Err %v", sixth.c == c, sixth.Err())

@@ -192,8 +192,14 @@ func (d *delivery) partial(dest destination, rejected int64, exports int) {
 // resolve.
 func (d *delivery) sendRequest(dest destination, q *batch.Request, mem *claimedBodies) (a batch.Answer, credentials, nameLookup bool) {
 	if dest.isGRPC() {
-		a, credentials = d.sendRequestGRPC(dest, q)
-		return a, credentials, false
+		// Sent before the caller gives the records' memory back: Send
+		// returns once the call has read the body.
+		s, ok := d.sendGRPC(dest, q.Bytes(), d.cfg.attemptTimeout[q.Signal()])
+		v := noConnection
+		if ok {
+			v = d.judge(dest, s)
+		}
+		return batch.Answer{Outcome: v.out, Wait: v.wait, Reason: v.detail}, v.credentials, false
 	}
 	first := q.Records()[0]
 	req, cancel, live, err := d.request(first, nil, q.ContentType(), q.ContentEncoding(), d.cfg.attemptTimeout[q.Signal()])
@@ -208,7 +214,8 @@ func (d *delivery) sendRequest(dest destination, q *batch.Request, mem *claimedB
 	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		a.Rejected, _ = partialSuccess(resp, q.Signal(), q.ContentType())
 	}
-	a.Outcome, a.Wait, a.Reason, credentials = d.judge(dest, resp, err, live)
+	v := d.judge(dest, d.sentHTTP(resp, err, live))
+	a.Outcome, a.Wait, a.Reason, credentials = v.out, v.wait, v.detail, v.credentials
 	if resp != nil {
 		a.Status = resp.StatusCode
 	}

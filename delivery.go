@@ -17,6 +17,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/otlpretry/otlpretry/internal/batch"
+	"github.com/otlpretry/otlpretry/internal/bridge"
 	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
@@ -106,7 +107,7 @@ func newDelivery(deps deliveryDeps) *delivery {
 type report struct {
 	kind   reportKind
 	dest   destination
-	r      directResult
+	r      bridge.Result
 	target *spool.Record // the export's addressing, for probes
 	ack    chan struct{}
 }
@@ -175,7 +176,7 @@ func (d *delivery) report(rep report) bool {
 // as on a failure of its own. Callers report before the export reaches the
 // spool (Put or Release), and run has taken the report in when failed
 // returns, so the export is never sent before the wait.
-func (d *delivery) failed(dest destination, r directResult, target *spool.Record, held bool) {
+func (d *delivery) failed(dest destination, r bridge.Result, target *spool.Record, held bool) {
 	kind := reportFailed
 	if held {
 		kind = reportHeldEnded
@@ -190,7 +191,7 @@ func (d *delivery) held(dest destination) { d.report(report{kind: reportHeld, de
 
 // heldEnded reports that the attempts of a held export ended without a
 // retryable failure: delivered or refused.
-func (d *delivery) heldEnded(dest destination, r directResult) {
+func (d *delivery) heldEnded(dest destination, r bridge.Result) {
 	d.report(report{kind: reportHeldEnded, dest: dest, r: r})
 }
 
@@ -514,14 +515,14 @@ func (d *delivery) onReport(rep report) {
 		l.held = max(0, l.held-1)
 	}
 	switch {
-	case rep.r.out == retry.Delivered && rep.kind == reportHeldEnded:
+	case rep.r.Outcome == retry.Delivered && rep.kind == reportHeldEnded:
 		// The destination takes exports again.
 		if l.state != laneCredentials {
 			d.recovered(l)
 		}
-	case rep.r.out.Retryable():
-		r := result{lane: l, out: rep.r.out, retryAfter: rep.r.retryAfter, target: rep.target,
-			cause: rep.r.cause, nameLookup: isNameLookup(rep.r.err)}
+	case rep.r.Outcome.Retryable():
+		r := result{lane: l, out: rep.r.Outcome, retryAfter: rep.r.Wait, target: rep.target,
+			cause: rep.r.Cause, nameLookup: isNameLookup(rep.r.Err)}
 		// A wait already under way answers the destination's failing.
 		if l.state != laneWaiting {
 			d.startWait(l, r)
@@ -538,6 +539,11 @@ func (d *delivery) onNews(n news) {
 	}
 	switch {
 	case n.live:
+		if !l.credentials {
+			// Asked for again before looking, as in laneOf: the news
+			// may have come with no live request yet (senderArrived).
+			l.view.wantsLive.Store(true)
+		}
 		d.checkCredentials(l)
 		if l.state == laneWaiting && l.forCredentials {
 			l.endWait()
@@ -716,33 +722,44 @@ func (d *delivery) deliver(l *lane, rec *spool.Record, epoch uint64, t batch.Tic
 // failure is retryable: run releases it then, once it has decided to wait
 // (released here, it could be claimed and sent again before).
 func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
-	if dest.isGRPC() {
-		return d.deliverOneGRPC(dest, rec)
-	}
-	cfg := d.cfg
 	target := *rec
 	target.Body = nil
-	var (
-		out         retry.Outcome
-		wait        time.Duration
-		detail      string
-		credentials bool
-	)
-	req, cancel, live, err := d.request(rec, nil, rec.ContentType, rec.ContentEncoding, cfg.attemptTimeout[rec.Signal])
-	if err != nil {
-		out, detail = retry.Rejected, err.Error()
-		d.spool.Recycle(rec)
+	var v verdict
+	if dest.isGRPC() {
+		v = d.deliverOneGRPC(dest, rec)
 	} else {
-		defer cancel()
-		bodies := trackBodies(req, rec.Body, func() { d.spool.Recycle(rec) })
-		var resp *http.Response
-		resp, err = d.next.RoundTrip(req)
-		bodies.roundTripDone()
-		out, wait, detail, credentials = d.judge(dest, resp, err, live)
+		v = d.deliverOneHTTP(dest, rec)
 	}
+	d.settleOne(dest, rec.ID, v.out, v.detail)
+	return result{out: v.out, retryAfter: v.wait, target: &target, cause: v.detail, nameLookup: v.nameLookup, credentials: v.credentials}
+}
 
-	d.settleOne(dest, rec.ID, out, detail)
-	return result{out: out, retryAfter: wait, target: &target, cause: detail, nameLookup: isNameLookup(err), credentials: credentials}
+// deliverOneHTTP sends rec to its OTLP/HTTP destination and judges the
+// answer.
+func (d *delivery) deliverOneHTTP(dest destination, rec *spool.Record) verdict {
+	req, cancel, live, err := d.request(rec, nil, rec.ContentType, rec.ContentEncoding, d.cfg.attemptTimeout[rec.Signal])
+	if err != nil {
+		d.spool.Recycle(rec)
+		return verdict{out: retry.Rejected, detail: err.Error()}
+	}
+	defer cancel()
+	bodies := trackBodies(req, rec.Body, func() { d.spool.Recycle(rec) })
+	resp, err := d.next.RoundTrip(req)
+	bodies.roundTripDone()
+	v := d.judge(dest, d.sentHTTP(resp, err, live))
+	v.nameLookup = isNameLookup(err)
+	return v
+}
+
+// deliverOneGRPC sends rec, as stored, to its gRPC destination and judges
+// the answer.
+func (d *delivery) deliverOneGRPC(dest destination, rec *spool.Record) verdict {
+	s, ok := d.sendGRPC(dest, rec.Body, d.cfg.attemptTimeout[rec.Signal])
+	d.spool.Recycle(rec)
+	if !ok {
+		return noConnection
+	}
+	return d.judge(dest, s)
 }
 
 // settleOne settles a record sent alone by what its attempt came to:
@@ -771,25 +788,47 @@ func (d *delivery) settleOne(dest destination, id spool.ID, out retry.Outcome, d
 	}
 }
 
-// judge says what an attempt to send stored exports to dest came to, and
-// closes resp: retry.Evaluate's verdict and wait, the reason of a refusal
-// or the cause of a failure, and whether the answer refused the request's
-// credentials. A 401 or 403 to a request sent without a live request's
-// credentials (live false) says nothing about the exports, which wait, as
+// verdict is what a background send came to: the outcome and wait, the
+// reason of a refusal or the cause of a failure, whether it waits for
+// credentials, and whether the destination's name did not resolve.
+type verdict struct {
+	out         retry.Outcome
+	wait        time.Duration
+	detail      string
+	credentials bool
+	nameLookup  bool
+}
+
+// judge says what a send of stored exports to dest came to, whatever its
+// protocol. A refusal of credentials to a send that went without a live
+// request's (s.Live false) says nothing about the exports, which wait, as
 // for a busy server, for a live request to their destination: such an
 // answer is retryable, never a refusal that would quarantine them.
-func (d *delivery) judge(dest destination, resp *http.Response, err error, live bool) (out retry.Outcome, wait time.Duration, detail string, credentials bool) {
-	out, wait = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
-	if out != retry.Rejected || live || !wantsCredentials(resp) {
-		return out, wait, describe(resp, err, out), false
+func (d *delivery) judge(dest destination, s bridge.Sent) verdict {
+	if s.Outcome != retry.Rejected || s.Live || !s.WantsCredentials {
+		return verdict{out: s.Outcome, wait: s.Wait, detail: s.Cause}
 	}
-	detail = "waiting for credentials: " + retry.Cause(resp, nil)
-	discard(resp)
+	detail := "waiting for credentials: " + s.Cause
 	if ok, held := d.credsLimit.allow(); ok {
 		d.cfg.logger.Warn("otlpretry: a spooled export was refused for want of credentials; it waits for a live request to its destination (or WithEndpointHeaders for it)",
 			"destination", dest.String(), "answer", detail, "similar_since_last", held)
 	}
-	return retry.ServerBusy, 0, detail, true
+	return verdict{out: retry.ServerBusy, detail: detail, credentials: true}
+}
+
+// sentHTTP evaluates an OTLP/HTTP send's answer (retry.Evaluate) and
+// closes resp. A refusal of credentials without a live request's is named
+// by its status alone; any other refusal by the start of its body.
+func (d *delivery) sentHTTP(resp *http.Response, err error, live bool) bridge.Sent {
+	out, wait := retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
+	s := bridge.Sent{Outcome: out, Wait: wait, WantsCredentials: wantsCredentials(resp), Live: live}
+	if s.WantsCredentials && !live {
+		s.Cause = retry.Cause(resp, nil)
+		discard(resp)
+	} else {
+		s.Cause = describe(resp, err, out)
+	}
+	return s
 }
 
 // wantsCredentials reports an answer that refuses the request's
@@ -824,7 +863,9 @@ func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64) {
 		return
 	}
 	if e := d.urls.lookup(target.URL); e.dest.isGRPC() {
-		res.out = d.probeGRPC(e.dest)
+		if s, ok := d.sendGRPC(e.dest, []byte{}, d.cfg.probeTimeout); ok {
+			res.out = s.Outcome
+		}
 		return
 	}
 	body, ct := []byte{}, "application/x-protobuf"

@@ -1,13 +1,14 @@
 package otlpretry
 
 import (
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/otlpretry/otlpretry/internal/bridge"
 )
 
 // destination is where an export goes: its scheme, host (lower-cased) and
@@ -33,8 +34,13 @@ func (d destination) String() string {
 	return (&url.URL{Scheme: d.scheme, Host: d.host, Path: d.path}).String()
 }
 
-// redactedURL is safe to log.
-func redactedURL(req *http.Request) string { return destinationOf(req.URL).String() }
+// isGRPC tells a destination reached over gRPC.
+func (d destination) isGRPC() bool { return d.scheme == "grpc" || d.scheme == "grpcs" }
+
+// target is d as the gRPC adapter names it.
+func (d destination) target() bridge.Target {
+	return bridge.Target{Scheme: d.scheme, Host: d.host, Path: d.path}
+}
 
 // laneView is what the hot path and Stats read of a lane. Only the
 // delivery goroutine writes it; everyone else reads, without locks.

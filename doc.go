@@ -77,30 +77,19 @@
 //
 // # OTLP/gRPC
 //
-// Transport.DialOption puts the same Transport under the OTLP/gRPC
-// exporters (otlptracegrpc, otlpmetricgrpc, otlploggrpc, through their
-// WithDialOption option): a unary client interceptor that acts on the
-// three OTLP Export methods and lets every other call pass untouched.
-// Each export takes the path above, with gRPC status codes in place of
-// HTTP statuses, as the OTLP specification lists them: Cancelled,
-// DeadlineExceeded and Unavailable count as no answer (probed every
-// 100 ms); Aborted, OutOfRange and DataLoss as a busy server;
-// ResourceExhausted as a busy server when it carries RetryInfo, else as a
-// refusal; every other code is a refusal, returned to the exporter as it
-// came, as is a partial success. RetryInfo's delay is obeyed as
-// Retry-After is. A stored export is answered with success and an empty
-// reply. A gRPC destination is the connection's target and the method,
-// stored as grpc://host:port/<method> (grpcs:// once the connection is
-// seen to use TLS), each with its own circuit and lane. The stored body is
-// the serialized Export*ServiceRequest, uncompressed: the same bytes as an
-// OTLP/HTTP protobuf body. The background sender sends it as stored over
-// the latest live connection to its destination, with that call's
-// metadata and compression; with no live connection, headers given with
-// WithEndpointHeaders for the grpc:// URL are sent as metadata over a
-// connection of the Transport's own; with neither, it waits ("waiting
-// for credentials"). Metadata is never stored. A request given to the
-// interceptor as []byte (a serialized request, as a relay forwards it) is
-// sent as it is.
+// The same Transport works under the OTel Go OTLP/gRPC exporters
+// (otlptracegrpc, otlpmetricgrpc, otlploggrpc) through the
+// github.com/otlpretry/otlpretry/otlpretrygrpc module, whose DialOption
+// goes in their WithDialOption option:
+//
+//	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
+//
+// Its exports take the path above, with gRPC status codes in place of
+// HTTP statuses, as its documentation lists them. gRPC support is a
+// module of its own so that a program that exports over HTTP only links
+// no gRPC: this package does not import it. Exports an earlier process
+// stored for a gRPC destination wait in the spool when the program does
+// not link otlpretrygrpc.
 //
 // # Credentials
 //

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+
+	"github.com/otlpretry/otlpretry/internal/bridge"
 )
 
 // endpoints remembers, in memory only, the full URL and headers of the
@@ -11,10 +13,13 @@ import (
 // carry neither credentials nor query strings, are sent with the current
 // ones.
 type endpoints struct {
-	mu   sync.Mutex // guards live
+	mu   sync.Mutex // guards live, sender and closed
 	live map[destination]liveRequest
-	// grpc keeps the live connections and metadata of gRPC destinations.
-	grpc *grpcConns
+	// sender sends stored exports to gRPC destinations over the live
+	// connections it keeps; nil until the gRPC adapter (otlpretrygrpc)
+	// gives one, with the first interceptor it makes for the Transport.
+	sender bridge.Sender
+	closed bool // Shutdown closed the sender
 }
 
 type liveRequest struct {
@@ -23,7 +28,41 @@ type liveRequest struct {
 }
 
 func newEndpoints() *endpoints {
-	return &endpoints{live: map[destination]liveRequest{}, grpc: newGRPCConns()}
+	return &endpoints{live: map[destination]liveRequest{}}
+}
+
+// grpcSender returns the sender of gRPC destinations, or nil.
+func (e *endpoints) grpcSender() bridge.Sender {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sender
+}
+
+// senderOr returns the sender of gRPC destinations, made with newSender
+// the first time (made is then true). One made after close is closed at
+// once.
+func (e *endpoints) senderOr(newSender func() bridge.Sender) (s bridge.Sender, made bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.sender == nil {
+		e.sender, made = newSender(), true
+		if e.closed {
+			e.sender.Close()
+		}
+	}
+	return e.sender, made
+}
+
+// close closes the sender's own connections; the live ones are the
+// exporters'.
+func (e *endpoints) close() {
+	e.mu.Lock()
+	s := e.sender
+	e.closed = true
+	e.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
 }
 
 // observe records req as the latest live request to d.
@@ -37,10 +76,11 @@ func (e *endpoints) observe(d destination, req *http.Request) {
 }
 
 // lookup finds the live request to d. For a gRPC destination it reports
-// a live connection, with no request.
+// a live call's connection and metadata, with no request.
 func (e *endpoints) lookup(d destination) (liveRequest, bool) {
 	if d.isGRPC() {
-		return liveRequest{}, e.grpc.has(d)
+		s := e.grpcSender()
+		return liveRequest{}, s != nil && s.Live(d.target())
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -74,7 +74,7 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 			stopErr = errors.Join(stopErr, err)
 		}
 		t.cancellers.close()
-		t.endpoints.grpc.close()
+		t.endpoints.close()
 		closeErr := t.spool.Close()
 		if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok && t.cfg.ownNext {
 			ci.CloseIdleConnections()

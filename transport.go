@@ -15,7 +15,6 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -97,6 +96,7 @@ func New(opts ...Option) (*Transport, error) {
 	t.hurry.Store(&hurry)
 	t.delivery = newDelivery(deliveryDeps{spool: sp, next: cfg.next, cfg: cfg, counters: &t.counters,
 		live: t.endpoints, circuits: t.circuits})
+	t.newSender()
 	if err := t.registerMetrics(); err != nil {
 		sp.Close()
 		return nil, err
@@ -121,170 +121,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost || req.Body == nil || req.Body == http.NoBody || t.closed.Load() {
 		return t.next.RoundTrip(req)
 	}
-	signal := spool.SignalFromPath(req.URL.Path)
-	x, err := t.newExchange(req, signal)
+	x, err := t.newExchange(req, spool.SignalFromPath(req.URL.Path))
 	if err != nil {
 		return nil, err
 	}
-	dest := destinationOf(req.URL)
-	t.endpoints.observe(dest, req)
-	t.delivery.liveSeen(dest)
-
-	if t.delivery.circuitOpen(dest) || t.detached.Load() >= maxDetached {
-		resp, err := t.handOff(req, &x.p, signal, "endpoint failing")
-		x.p.closeUnsent()
-		x.release()
-		return resp, err
+	t.endpoints.observe(x.dest, req)
+	e := t.export(x)
+	switch {
+	case e.Stored:
+		return spooledResponse(req), nil
+	case e.Err != nil:
+		return nil, e.Err
 	}
-	if t.cfg.maxHold <= 0 {
-		r := t.tryDirect(req.Context(), x)
-		x.p.closeUnsent()
-		resp, err := t.conclude(req, &x.p, signal, r)
-		x.release()
-		return resp, err
-	}
-
-	// The attempts run detached from the exporter's call, so that the call
-	// can be answered when the hold is over, whatever the endpoint does.
-	// The hold starts first so that the exporter's goroutine parks right
-	// after handing the export over, leaving its processor to the worker.
-	x.startHold()
-	t.startAttempts(x)
-	if r, ok := x.wait(req.Context()); ok {
-		resp, err := t.conclude(req, &x.p, signal, r)
-		x.release()
-		return resp, err
-	}
-	// The endpoint is slow to settle this export: keep it safe, claimed by
-	// this process, release the exporter, and settle the record when the
-	// attempts end. Later attempts use the copy read here, not the
-	// exporter's buffer.
-	data, err := x.p.bytes()
-	if err != nil {
-		resp, err := t.conclude(req, &x.p, signal, <-x.results)
-		x.release()
-		return resp, err
-	}
-	rec := newRecord(req, data, signal)
-	if err := t.spool.PutClaimed(rec); err != nil {
-		resp, err := t.conclude(req, &x.p, signal, <-x.results)
-		x.release()
-		return resp, err
-	}
-	x.handedOff.Store(true)
-	t.detached.Add(1)
-	t.delivery.held(dest)
-	go t.settleDetached(x, rec)
-	return spooledResponse(req), nil
-}
-
-// directResult is how the attempts of the direct path ended.
-type directResult struct {
-	resp *http.Response
-	err  error
-	out  retry.Outcome
-	// retryAfter is what the last attempt's answer asked to wait, for the
-	// sender's wait when the export is handed off.
-	retryAfter time.Duration
-	// cause names a retryable failure for the log (retry.Cause).
-	cause string
-}
-
-// tryDirect makes the first attempt of x and, when it fails in a way worth
-// it, the one immediate retry. ctx is the attempts' context: the
-// exporter's on the direct path, x's detached one when the export is held.
-func (t *Transport) tryDirect(ctx context.Context, x *exchange) directResult {
-	req, p, signal := x.req, &x.p, x.signal
-	start := t.cfg.clock.Now()
-	resp, err := t.attempt(ctx, req, p, signal)
-	out, wait := retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if !out.Retryable() {
-		return directResult{resp, err, out, 0, ""}
-	}
-	cause := describe(resp, err, out)
-	t.counters.retried.Add(1)
-	if !t.shouldRetryNow(x, start, wait) {
-		return directResult{nil, err, out, wait, cause}
-	}
-	if wait == 0 {
-		wait = t.cfg.immediateRetryDelay
-	}
-	if err := t.sleep(ctx, wait); err != nil {
-		return directResult{nil, err, retry.Canceled, 0, ""}
-	}
-	resp, err = t.attempt(ctx, req, p, signal)
-	out, wait = retry.Evaluate(ctx, resp, err, t.cfg.clock.Now())
-	if out.Retryable() {
-		cause = describe(resp, err, out)
-		t.counters.retried.Add(1)
-		resp = nil
-	}
-	return directResult{resp, err, out, wait, cause}
-}
-
-// reason names why the export could not be delivered directly: a
-// retryable failure's cause, else the outcome ("canceled").
-func (r directResult) reason() string {
-	if r.out.Retryable() && r.cause != "" {
-		return r.cause
-	}
-	return r.out.String()
-}
-
-// conclude answers the exporter once the direct attempts have ended.
-func (t *Transport) conclude(req *http.Request, p *payload, signal spool.Signal, r directResult) (*http.Response, error) {
-	switch r.out {
-	case retry.Delivered, retry.Rejected:
-		return t.finish(req, r.resp, r.err, r.out)
-	}
-	// Failed, or the exporter gave up waiting: the export is still worth
-	// keeping. A failure is the endpoint's answer as much as one of the
-	// sender's own: it sets the sender's wait before the export reaches
-	// the spool, so that the sender cannot send it at once.
-	if r.out.Retryable() {
-		t.delivery.failed(destinationOf(req.URL), r, newRecord(req, nil, signal), false)
-	}
-	return t.handOff(req, p, signal, r.reason())
-}
-
-// settleDetached waits for the attempts of an export that was answered at
-// the end of its hold, and settles its record accordingly.
-func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
-	req := x.req
-	dest := destinationOf(req.URL)
-	defer func() {
-		x.release()
-		t.detached.Add(-1)
-		signal(t.detachedDone)
-	}()
-	r := <-x.results
-	var err error
-	switch r.out {
-	case retry.Delivered:
-		discard(r.resp)
-		err = t.spool.Ack(rec.ID)
-		t.counters.direct.Add(1)
-		t.delivery.heldEnded(dest, r)
-	case retry.Rejected:
-		detail := describe(r.resp, r.err, r.out)
-		err = t.spool.Quarantine(rec.ID, detail)
-		t.counters.quarantined.Add(1) // answered as stored: not returned to the exporter
-		t.delivery.heldEnded(dest, r)
-		if ok, held := t.rejectLimit.allow(); ok {
-			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is quarantined",
-				"destination", dest.String(), "answer", detail, "similar_since_last", held)
-		}
-	default:
-		// Before the release, as in conclude.
-		t.delivery.failed(dest, r, rec, true)
-		err = t.spool.Release(rec.ID)
-		t.counters.spooled.Add(1)
-		t.delivery.wake()
-		t.warnRetrying(req, r.reason())
-	}
-	if err != nil && !errors.Is(err, spool.ErrClosed) {
-		t.cfg.logger.Warn("otlpretry: cannot update the spool", "id", rec.ID.String(), "err", err)
-	}
+	return e.Result.Response, e.Result.Err
 }
 
 // shouldRetryNow decides on the one immediate retry: not when it is off,
@@ -292,7 +141,7 @@ func (t *Transport) settleDetached(x *exchange, rec *spool.Record) {
 // longer than we hold an exporter for, or when the deadline of the
 // exporter, while it waits for x, would pass first (see
 // exchange.exporterDeadline).
-func (t *Transport) shouldRetryNow(x deadliner, start time.Time, retryAfter time.Duration) bool {
+func (t *Transport) shouldRetryNow(x *exchange, start time.Time, retryAfter time.Duration) bool {
 	if t.cfg.immediateRetryDelay < 0 {
 		return false
 	}
@@ -311,38 +160,6 @@ func (t *Transport) shouldRetryNow(x deadliner, start time.Time, retryAfter time
 		return false
 	}
 	return true
-}
-
-func (t *Transport) finish(req *http.Request, resp *http.Response, err error, out retry.Outcome) (*http.Response, error) {
-	switch out {
-	case retry.Delivered:
-		t.counters.direct.Add(1)
-		t.delivery.reached(destinationOf(req.URL))
-	case retry.Rejected:
-		t.counters.rejected.Add(1)
-		t.delivery.reached(destinationOf(req.URL))
-		if ok, held := t.rejectLimit.allow(); ok {
-			t.cfg.logger.Warn("otlpretry: the endpoint refused an export; it is not retried",
-				"destination", redactedURL(req), "status", resp.StatusCode, "similar_since_last", held)
-		}
-	}
-	return resp, err
-}
-
-// handOff stores the export and answers the exporter as the endpoint would
-// have on success, so that the exporter neither retries nor drops it.
-func (t *Transport) handOff(req *http.Request, p *payload, signal spool.Signal, why string) (*http.Response, error) {
-	data, err := p.bytes()
-	if err == nil {
-		err = t.spool.Put(newRecord(req, data, signal))
-	}
-	if err != nil {
-		return nil, t.notStored(err)
-	}
-	t.counters.spooled.Add(1)
-	t.delivery.wake()
-	t.warnRetrying(req, why)
-	return spooledResponse(req), nil
 }
 
 // notStored counts and logs an export the spool could not take (err says
@@ -369,54 +186,14 @@ func (t *Transport) notStored(err error) error {
 	return fmt.Errorf("otlpretry: dropping an export: %w", err)
 }
 
-func (t *Transport) warnRetrying(req *http.Request, why string) {
-	t.warnRetryingDest(destinationOf(req.URL), why)
-}
-
-func (t *Transport) warnRetryingDest(dest destination, why string) {
+// warnRetrying logs, at most once per log interval, that exports to dest
+// are stored and retried, and why.
+func (t *Transport) warnRetrying(dest destination, why string) {
 	if ok, _ := t.warnLimit.allow(); ok {
 		st := t.spool.Stats()
 		t.cfg.logger.Warn(fmt.Sprintf("otlpretry: Currently retrying %d failed export(s) (%d bytes)", st.Records, st.Bytes),
 			"reason", why, "destination", dest.String())
 	}
-}
-
-// deadliner is an export whose exporter may still wait for it, with its
-// deadline (exchange.exporterDeadline).
-type deadliner interface {
-	exporterDeadline() (time.Time, bool)
-}
-
-// newRecord describes an export for the spool, which strips what is
-// secret from it.
-func newRecord(req *http.Request, body []byte, signal spool.Signal) *spool.Record {
-	return &spool.Record{
-		URL:             req.URL.String(),
-		ContentType:     req.Header.Get("Content-Type"),
-		ContentEncoding: req.Header.Get("Content-Encoding"),
-		Signal:          signal,
-		Header:          req.Header,
-		Body:            body,
-	}
-}
-
-// attempt sends the body once, bounded by the per-attempt timeout. The
-// response body stays readable until closed.
-func (t *Transport) attempt(ctx context.Context, req *http.Request, p *payload, signal spool.Signal) (*http.Response, error) {
-	body, err := p.body()
-	if err != nil {
-		return nil, fmt.Errorf("otlpretry: replay request body: %w", err)
-	}
-	a := t.newAttempt(ctx, t.cfg.attemptTimeout[signal])
-	r := req.WithContext(a)
-	r.Body, r.GetBody = body, p.replay
-	resp, err := t.next.RoundTrip(r)
-	if err != nil {
-		a.end()
-		return nil, err
-	}
-	a.body, resp.Body = resp.Body, a
-	return resp, nil
 }
 
 func (t *Transport) sleep(ctx context.Context, d time.Duration) error {

@@ -23,7 +23,7 @@
 // run only when named in -systems:
 //
 //	A-grpc  the SDK with otlptracegrpc, plain (its own in-memory retries on, as by default)
-//	B-grpc  otlptracegrpc with otlpretry.Transport's DialOption
+//	B-grpc  otlptracegrpc with otlpretrygrpc.DialOption
 //	C-grpc  the SDK sending over gRPC to a local Collector (otlp receiver on gRPC ->
 //	        otlp_grpc exporter, the same file_storage queue and retries as C)
 //	D-grpc  the SDK sending to the relay's gRPC receiver, which forwards over gRPC

@@ -34,6 +34,7 @@ import (
 
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/internal/otlptest"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 )
 
 // Timing of a gRPC fault scenario: steady load, a 5 s outage, recovery
@@ -191,7 +192,7 @@ func newGRPCPipe(t *testing.T, name string, rt *otlpretry.Transport, tlsCreds *g
 		topts = append(topts, otlptracegrpc.WithInsecure())
 	}
 	if rt != nil {
-		topts = append(topts, otlptracegrpc.WithDialOption(rt.DialOption()))
+		topts = append(topts, otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 	}
 	exp, err := otlptracegrpc.New(ctx, topts...)
 	if err != nil {
@@ -207,7 +208,7 @@ func newGRPCPipe(t *testing.T, name string, rt *otlpretry.Transport, tlsCreds *g
 	mexp, err := otlpmetricgrpc.New(ctx,
 		otlpmetricgrpc.WithEndpoint(addr),
 		otlpmetricgrpc.WithInsecure(),
-		otlpmetricgrpc.WithDialOption(rt.DialOption()),
+		otlpmetricgrpc.WithDialOption(otlpretrygrpc.DialOption(rt)),
 		otlpmetricgrpc.WithTemporalitySelector(sdkmetric.DeltaTemporalitySelector))
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +220,7 @@ func newGRPCPipe(t *testing.T, name string, rt *otlpretry.Transport, tlsCreds *g
 	lexp, err := otlploggrpc.New(ctx,
 		otlploggrpc.WithEndpoint(addr),
 		otlploggrpc.WithInsecure(),
-		otlploggrpc.WithDialOption(rt.DialOption()))
+		otlploggrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/internal/otlptest"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 )
 
 // grpcChildEnv marks the child process of TestGRPCKill (beside the
@@ -181,7 +182,7 @@ func TestGRPCKillChild(t *testing.T) {
 		otlptracegrpc.WithEndpoint(os.Getenv(childEnvEndpoint)),
 		otlptracegrpc.WithInsecure(),
 		otlptracegrpc.WithHeaders(map[string]string{"authorization": os.Getenv(childEnvToken)}),
-		otlptracegrpc.WithDialOption(rt.DialOption()))
+		otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,7 @@ func liveGRPCSpans(t *testing.T, rt *otlpretry.Transport, addr string) []otlptes
 		otlptracegrpc.WithEndpoint(addr),
 		otlptracegrpc.WithInsecure(),
 		otlptracegrpc.WithHeaders(map[string]string{"authorization": grpcToken}),
-		otlptracegrpc.WithDialOption(rt.DialOption()))
+		otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
+	"github.com/otlpretry/otlpretry/internal/wire"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -320,21 +319,7 @@ func (p *Packer) prepare(rec *spool.Record, k kind, c codec) ([]byte, int, bool)
 // A stored message cut inside a field would, concatenated, swallow the
 // start of the next export and change both; such a record goes alone and
 // the endpoint judges it.
-func wholeFields(b []byte) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return false
-		}
-		b = b[m:]
-	}
-	return true
-}
+func wholeFields(b []byte) bool { return wire.Fields(b, nil) }
 
 // jsonArray returns the contents, between the brackets, of the one array
 // of an OTLP/JSON export of signal, trimmed of white space; false if the

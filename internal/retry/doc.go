@@ -16,12 +16,8 @@
 //     timeout): Unreachable, retryable.
 //   - the caller's own context ended: Canceled, not the endpoint's fault.
 //
-// EvaluateGRPC makes the same decision for an OTLP/gRPC call from its
-// status: OK is Delivered; Unavailable, DeadlineExceeded and Cancelled are
-// Unreachable; Aborted, OutOfRange and DataLoss are ServerBusy, as is
-// ResourceExhausted when the server sent RetryInfo (else Rejected); a
-// RetryInfo delay is the wait, as Retry-After is over HTTP; every other
-// code is Rejected. CauseGRPC names a failed call's reason.
+// The gRPC adapter's grpcretry package (module otlpretrygrpc) makes the
+// same decision for an OTLP/gRPC call from its status, as an Outcome.
 //
 // Cause names a failed attempt's reason in a few words ("connection
 // refused", "name not found", "TLS handshake failed: ...", "HTTP 503

@@ -11,8 +11,8 @@
 //	           or with -protocol grpc its own gRPC connection (A-grpc, and
 //	           the application of C-grpc and D-grpc)
 //	otlpretry  the exporter over otlpretry.Transport's client (system B), or
-//	           with -protocol grpc the gRPC exporter with the Transport's
-//	           DialOption (system B-grpc)
+//	           with -protocol grpc the gRPC exporter with
+//	           otlpretrygrpc.DialOption (system B-grpc)
 //	limit      an oracle that holds exports in memory while told the
 //	           endpoint is down and posts them, oldest first, with a plain
 //	           HTTP client at -limit-concurrency when told it is back: what
@@ -46,7 +46,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/otlpretry/otlpretry/internal/batch"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -58,6 +57,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/otlpretry/otlpretry/internal/batch"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -355,7 +357,7 @@ func newExporter(ctx context.Context, o options, rt *otlpretry.Transport, orc *o
 	if o.protocol == "grpc" {
 		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(o.endpoint)}
 		if rt != nil {
-			opts = append(opts, otlptracegrpc.WithDialOption(rt.DialOption()))
+			opts = append(opts, otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 		}
 		return otlptracegrpc.New(ctx, opts...)
 	}

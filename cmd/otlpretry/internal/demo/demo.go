@@ -4,7 +4,7 @@
 // then HTTP 503s, then recovery) made by a fault proxy between the two,
 // with a live status line and a final account of what was produced,
 // delivered, lost and duplicated. Over OTLP/gRPC the exporters are the
-// SDK's gRPC exporters under the Transport's DialOption, the proxy works
+// SDK's gRPC exporters under otlpretrygrpc.DialOption, the proxy works
 // at the TCP level and the receiver answers the gRPC status Unavailable in
 // place of the 503s. Everything runs on 127.0.0.1, and the spool lives in
 // a temporary folder removed at the end.
@@ -36,6 +36,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/otlpretry/otlpretry"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 )
 
 // Config sets the script.
@@ -387,27 +388,27 @@ func newHTTPExporters(ctx context.Context, rt *otlpretry.Transport, base string)
 	return exp, err
 }
 
-// newGRPCExporters builds the OTLP/gRPC exporters under the Transport's
-// DialOption, sending in clear to addr, a host:port. Their own retry is
+// newGRPCExporters builds the OTLP/gRPC exporters under
+// otlpretrygrpc.DialOption(rt), sending in clear to addr, a host:port. Their own retry is
 // off, so that every retry, hold and spooled export shown is the
 // Transport's.
 func newGRPCExporters(ctx context.Context, rt *otlpretry.Transport, addr string) (exp exporters, err error) {
 	if exp.trace, err = otlptracegrpc.New(ctx,
 		otlptracegrpc.WithEndpoint(addr), otlptracegrpc.WithInsecure(),
 		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}),
-		otlptracegrpc.WithDialOption(rt.DialOption())); err != nil {
+		otlptracegrpc.WithDialOption(otlpretrygrpc.DialOption(rt))); err != nil {
 		return exp, err
 	}
 	if exp.metric, err = otlpmetricgrpc.New(ctx,
 		otlpmetricgrpc.WithEndpoint(addr), otlpmetricgrpc.WithInsecure(),
 		otlpmetricgrpc.WithRetry(otlpmetricgrpc.RetryConfig{Enabled: false}),
-		otlpmetricgrpc.WithDialOption(rt.DialOption())); err != nil {
+		otlpmetricgrpc.WithDialOption(otlpretrygrpc.DialOption(rt))); err != nil {
 		return exp, err
 	}
 	exp.log, err = otlploggrpc.New(ctx,
 		otlploggrpc.WithEndpoint(addr), otlploggrpc.WithInsecure(),
 		otlploggrpc.WithRetry(otlploggrpc.RetryConfig{Enabled: false}),
-		otlploggrpc.WithDialOption(rt.DialOption()))
+		otlploggrpc.WithDialOption(otlpretrygrpc.DialOption(rt)))
 	return exp, err
 }
 

@@ -64,7 +64,7 @@ type Config struct {
 	// error for is answered 503 with Retry-After, which the client
 	// retries: it counts such an export as refused, not dropped, and
 	// logs it. OTLP/gRPC destinations require an *otlpretry.Transport:
-	// their connections go through its DialOption.
+	// their connections go through otlpretrygrpc.DialOption.
 	Transport http.RoundTripper
 	// GRPCTLS is the TLS configuration of connections to https://
 	// OTLP/gRPC destinations. If nil, the system's roots and TLS 1.2 at

@@ -23,7 +23,7 @@ import (
 
 	"github.com/otlpretry/otlpretry"
 	"github.com/otlpretry/otlpretry/cmd/otlpretry/internal/otlpenv"
-	"github.com/otlpretry/otlpretry/internal/retry"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 	"github.com/otlpretry/otlpretry/spool"
 )
 
@@ -95,7 +95,7 @@ func (a httpAnswer) grpcReply() ([]byte, error) {
 
 // grpcUpstream sends exports to an OTLP/gRPC endpoint: the signal's
 // Export method, over a connection through the transport's interceptor
-// (otlpretry.Transport.DialOption), with the destination's headers as
+// (otlpretrygrpc.DialOption), with the destination's headers as
 // metadata.
 type grpcUpstream struct {
 	signal spool.Signal
@@ -115,7 +115,7 @@ func (u *grpcUpstream) send(ctx context.Context, _, _ string, body []byte) (answ
 	// pass (the transport shut down); otherwise the interceptor sends
 	// them as they are with a codec of its own.
 	err := u.conn.Invoke(ctx, u.method, body, &reply, grpc.ForceCodecV2(rawCodec{}))
-	if out, _ := retry.EvaluateGRPC(ctx, err, time.Now()); out.Retryable() {
+	if otlpretrygrpc.Retryable(ctx, err) {
 		// The transport stores what it cannot deliver and answers OK: a
 		// retryable code means the export was not stored either.
 		return nil, err
@@ -231,7 +231,7 @@ func dialGRPC(dests []otlpenv.Destination, t *otlpretry.Transport, tlsConfig *tl
 			}
 			var err error
 			cc, err = grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithUserAgent(userAgent),
-				grpc.WithConnectParams(connectParams), t.DialOption())
+				grpc.WithConnectParams(connectParams), otlpretrygrpc.DialOption(t))
 			if err != nil {
 				for _, c := range all {
 					_ = c.Close()

@@ -1,4 +1,12 @@
-package retry
+// Package grpcretry decides what one OTLP/gRPC call came to, as package
+// retry does for OTLP/HTTP: Evaluate, from the call's status, per the
+// OTLP specification: OK is Delivered; Unavailable, DeadlineExceeded and
+// Cancelled are Unreachable; Aborted, OutOfRange and DataLoss are
+// ServerBusy, as is ResourceExhausted when the server sent RetryInfo
+// (else Rejected); a RetryInfo delay is the wait, as Retry-After is over
+// HTTP; every other code is Rejected. Cause names a failed call's reason,
+// WantsCredentials a refusal of the call's credentials.
+package grpcretry
 
 import (
 	"context"
@@ -9,10 +17,13 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/otlpretry/otlpretry/internal/retry"
 )
 
-// EvaluateGRPC is Evaluate for an OTLP/gRPC call: err is what the call
-// returned (nil on success). It follows the OTLP specification's list of
+// Evaluate is retry.Evaluate for an OTLP/gRPC call: err is what the call
+// returned (nil on success), callerCtx the context of whoever wants the
+// export sent. It follows the OTLP specification's list of
 // retryable codes:
 //
 //   - OK: Delivered.
@@ -26,39 +37,39 @@ import (
 //   - any other code: Rejected.
 //   - the caller's own context ended: Canceled.
 //
-// The wait is non-zero only for ServerBusy and at most MaxRetryAfter.
-func EvaluateGRPC(callerCtx context.Context, err error, now time.Time) (Outcome, time.Duration) {
+// The wait is non-zero only for ServerBusy and at most retry.MaxRetryAfter.
+func Evaluate(callerCtx context.Context, err error) (retry.Outcome, time.Duration) {
 	if err == nil {
-		return Delivered, 0
+		return retry.Delivered, 0
 	}
 	if cerr := callerCtx.Err(); cerr != nil {
 		// gRPC turns the end of the call's context into Canceled or
 		// DeadlineExceeded, not wrapping the context's error.
 		if errors.Is(err, cerr) || isContextCode(err) {
-			return Canceled, 0
+			return retry.Canceled, 0
 		}
 	}
 	st, ok := grpcstatus.FromError(err)
 	if !ok {
-		return Unreachable, 0
+		return retry.Unreachable, 0
 	}
 	wait, hasInfo := retryDelay(st)
 	switch st.Code() {
 	case codes.OK:
-		return Delivered, 0
+		return retry.Delivered, 0
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		if hasInfo {
-			return ServerBusy, wait
+			return retry.ServerBusy, wait
 		}
-		return Unreachable, 0
+		return retry.Unreachable, 0
 	case codes.Aborted, codes.OutOfRange, codes.DataLoss:
-		return ServerBusy, wait
+		return retry.ServerBusy, wait
 	case codes.ResourceExhausted:
 		if hasInfo {
-			return ServerBusy, wait
+			return retry.ServerBusy, wait
 		}
 	}
-	return Rejected, 0
+	return retry.Rejected, 0
 }
 
 func isContextCode(err error) bool {
@@ -67,7 +78,7 @@ func isContextCode(err error) bool {
 }
 
 // retryDelay reads RetryInfo from a status's details: its delay, at most
-// MaxRetryAfter, and whether the server sent one at all.
+// retry.MaxRetryAfter, and whether the server sent one at all.
 func retryDelay(st *grpcstatus.Status) (time.Duration, bool) {
 	for _, d := range st.Details() {
 		ri, ok := d.(*errdetails.RetryInfo)
@@ -78,30 +89,30 @@ func retryDelay(st *grpcstatus.Status) (time.Duration, bool) {
 		if delay == nil || delay.CheckValid() != nil {
 			return 0, true
 		}
-		return min(max(delay.AsDuration(), 0), MaxRetryAfter), true
+		return min(max(delay.AsDuration(), 0), retry.MaxRetryAfter), true
 	}
 	return 0, false
 }
 
-// WantsCredentialsGRPC reports an answer that refuses the call's
+// WantsCredentials reports an answer that refuses the call's
 // credentials rather than the export: Unauthenticated and
 // PermissionDenied.
-func WantsCredentialsGRPC(err error) bool {
+func WantsCredentials(err error) bool {
 	c := grpcstatus.Code(err)
 	return c == codes.Unauthenticated || c == codes.PermissionDenied
 }
 
-// CauseGRPC names, in a few words, why a gRPC call did not deliver:
+// Cause names, in a few words, why a gRPC call did not deliver:
 // "connection refused", "name not found", "connection reset", or the code
 // and the start of the server's message ("gRPC Unavailable: ..."). It
 // returns "" for success.
-func CauseGRPC(err error) string {
+func Cause(err error) string {
 	if err == nil {
 		return ""
 	}
 	st, ok := grpcstatus.FromError(err)
 	if !ok {
-		return Cause(nil, err)
+		return retry.Cause(nil, err)
 	}
 	msg := st.Message()
 	switch {

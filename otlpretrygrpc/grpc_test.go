@@ -1,4 +1,4 @@
-package otlpretry_test
+package otlpretrygrpc_test
 
 import (
 	"bytes"
@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/otlpretry/otlpretry"
+	"github.com/otlpretry/otlpretry/otlpretrygrpc"
 )
 
 const grpcToken = "Bearer s3cret-grpc-token"
@@ -67,7 +68,7 @@ func dialGRPC(t *testing.T, addr string, rt *otlpretry.Transport, attempts *atom
 	}
 	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		rt.DialOption(),
+		otlpretrygrpc.DialOption(rt),
 		grpc.WithChainUnaryInterceptor(count),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1, MaxDelay: 10 * time.Millisecond},

@@ -1,4 +1,4 @@
-package otlpretry_test
+package otlpretrygrpc_test
 
 import (
 	"context"
