@@ -44,7 +44,12 @@ func (d *delivery) sendBacklog(l *lane, recs []*spool.Record) {
 	}
 	l.inflight++
 	t, _ := l.window.Acquire() // canSend saw room
-	go d.deliverBacklog(l, recs, l.epoch, t)
+	var bytes int64
+	for _, rec := range recs {
+		bytes += int64(len(rec.Body))
+	}
+	d.inflightBytes += bytes
+	go d.deliverBacklog(l, recs, l.epoch, t, bytes)
 }
 
 // deliverBacklog packs recs, stored exports of l's destination oldest
@@ -55,11 +60,11 @@ func (d *delivery) sendBacklog(l *lane, recs []*spool.Record) {
 // run to release once it has decided the wait. After a retryable answer
 // nothing more is sent. The records' memory goes back to the spool once
 // no request body reads it. It reads nothing of the lane but its address.
-func (d *delivery) deliverBacklog(l *lane, recs []*spool.Record, epoch uint64, t batch.Ticket) {
+func (d *delivery) deliverBacklog(l *lane, recs []*spool.Record, epoch uint64, t batch.Ticket, bytes int64) {
 	dest := l.dest
 	target := *recs[0]
 	target.Body = nil
-	r := result{lane: l, epoch: epoch, ticket: t, out: retry.Delivered, target: &target}
+	r := result{lane: l, epoch: epoch, ticket: t, out: retry.Delivered, target: &target, bytes: bytes}
 	reqs := d.packer.Pack(recs)
 	mem := &claimedBodies{spool: d.spool, recs: recs}
 	mem.refs.Store(1)
@@ -199,7 +204,11 @@ func (d *delivery) sendRequest(dest destination, q *batch.Request, mem *claimedB
 		if ok {
 			v = d.judge(dest, s)
 		}
-		return batch.Answer{Outcome: v.out, Wait: v.wait, Reason: v.detail}, v.credentials, false
+		a = batch.Answer{Outcome: v.out, Wait: v.wait, Reason: v.detail}
+		if v.out == retry.Delivered {
+			a.Rejected, _ = partialProtobuf(s.Reply)
+		}
+		return a, v.credentials, false
 	}
 	first := q.Records()[0]
 	req, cancel, live, err := d.request(first, nil, q.ContentType(), q.ContentEncoding(), d.cfg.attemptTimeout[q.Signal()])

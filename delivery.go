@@ -65,6 +65,9 @@ type delivery struct {
 	working      bool // the spool has had work: rescan it now and then
 	flushWaiters []chan flushDone
 	noteFailed   bool // writing the owner's note failed, and it was said
+	// inflightBytes is what the records of the backlog sends in flight
+	// hold in memory, summed over every lane (WithMaxInflightBytes).
+	inflightBytes int64
 }
 
 // deliveryDeps are what delivery needs of the Transport, and no more.
@@ -409,9 +412,11 @@ func (d *delivery) claim(n int, ok func(*lane) bool) []*spool.Record {
 }
 
 // canSend tells whether l can start a backlog send now: healthy, with
-// credentials, and room in its window.
+// credentials, room in its window, and room in the in-flight budget
+// unless l has nothing in flight (WithMaxInflightBytes).
 func (d *delivery) canSend(l *lane) bool {
-	return l.state == laneHealthy && l.credentials && l.window.InFlight() < l.window.Limit()
+	return l.state == laneHealthy && l.credentials && l.window.InFlight() < l.window.Limit() &&
+		(l.inflight == 0 || d.cfg.maxInflightBytes <= 0 || d.inflightBytes < d.cfg.maxInflightBytes)
 }
 
 // fill starts sends: backlog requests for healthy lanes up to their
@@ -557,6 +562,7 @@ func (d *delivery) onNews(n news) {
 func (d *delivery) onResult(r result) {
 	l := r.lane
 	l.inflight--
+	d.inflightBytes -= r.bytes
 	l.window.Release(r.ticket, r.feedback)
 	if r.claim > 0 {
 		l.claim = r.claim
@@ -731,6 +737,9 @@ func (d *delivery) deliverOne(dest destination, rec *spool.Record) result {
 		v = d.deliverOneHTTP(dest, rec)
 	}
 	d.settleOne(dest, rec.ID, v.out, v.detail)
+	if v.rejected > 0 {
+		d.partial(dest, v.rejected, 1)
+	}
 	return result{out: v.out, retryAfter: v.wait, target: &target, cause: v.detail, nameLookup: v.nameLookup, credentials: v.credentials}
 }
 
@@ -746,8 +755,15 @@ func (d *delivery) deliverOneHTTP(dest destination, rec *spool.Record) verdict {
 	bodies := trackBodies(req, rec.Body, func() { d.spool.Recycle(rec) })
 	resp, err := d.next.RoundTrip(req)
 	bodies.roundTripDone()
+	var rejected int64
+	if err == nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		rejected, _ = partialSuccess(resp, rec.Signal, rec.ContentType)
+	}
 	v := d.judge(dest, d.sentHTTP(resp, err, live))
 	v.nameLookup = isNameLookup(err)
+	if v.out == retry.Delivered {
+		v.rejected = rejected
+	}
 	return v
 }
 
@@ -759,7 +775,11 @@ func (d *delivery) deliverOneGRPC(dest destination, rec *spool.Record) verdict {
 	if !ok {
 		return noConnection
 	}
-	return d.judge(dest, s)
+	v := d.judge(dest, s)
+	if v.out == retry.Delivered {
+		v.rejected, _ = partialProtobuf(s.Reply)
+	}
+	return v
 }
 
 // settleOne settles a record sent alone by what its attempt came to:
@@ -797,6 +817,9 @@ type verdict struct {
 	detail      string
 	credentials bool
 	nameLookup  bool
+	// rejected is what a delivery's partial_success says the endpoint
+	// dropped.
+	rejected int64
 }
 
 // judge says what a send of stored exports to dest came to, whatever its

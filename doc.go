@@ -170,6 +170,7 @@
 //	WithSlowAttempt           OTLPRETRY_SLOW_ATTEMPT            10s (off: never skip the retry for slowness)
 //	WithConcurrency           OTLPRETRY_CONCURRENCY             4 (a destination's first window; it adapts up to 32)
 //	WithMaxRequestBytes       OTLPRETRY_MAX_REQUEST_BYTES       1048576 (1 MiB) (off: each stored export sent alone)
+//	WithMaxInflightBytes      OTLPRETRY_MAX_INFLIGHT_BYTES      16777216 (16 MiB) of stored exports in flight, all destinations (off: windows only)
 //	WithBackoff               OTLPRETRY_BACKOFF_INITIAL, _MAX   1s, 128s
 //	WithMaxRetryAfter         OTLPRETRY_MAX_RETRY_AFTER         10m
 //	WithProbe                 OTLPRETRY_PROBE_INTERVAL, _TIMEOUT 100ms, 2s (interval off: no probes)

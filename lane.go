@@ -156,6 +156,9 @@ type result struct {
 	// claim, when not zero, is how many records the lane's next backlog
 	// send should claim.
 	claim int
+	// bytes is what the send's records hold in memory (their bodies), in
+	// the delivery's in-flight budget until the result is taken in.
+	bytes int64
 	// nameLookup: the destination was unreachable because its name did not
 	// resolve, so probes go at most once a second (see probeEvery).
 	nameLookup bool

@@ -46,6 +46,7 @@ const (
 	DefaultAttemptTimeout      = 10 * time.Second       // OTEL_EXPORTER_OTLP_TIMEOUT (ms)
 	DefaultMaxBytes            = spool.DefaultMaxBytes  // OTLPRETRY_MAX_BYTES
 	DefaultMaxRequestBytes     = batch.DefaultMaxBytes  // OTLPRETRY_MAX_REQUEST_BYTES
+	DefaultMaxInflightBytes    = 16 << 20               // OTLPRETRY_MAX_INFLIGHT_BYTES
 )
 
 // config is what New runs with. Options and variables write the public
@@ -58,6 +59,7 @@ const (
 //   - maxAge 0: exports never expire;
 //   - logInterval 0: every message is logged;
 //   - maxRequestBytes 0: stored exports are sent one per request.
+//   - maxInflightBytes 0: no bound on the stored exports in flight.
 type config struct {
 	next                http.RoundTripper
 	ownNext             bool // next was made here, so Shutdown may close its idle connections
@@ -72,6 +74,7 @@ type config struct {
 	slowAttempt         time.Duration
 	concurrency         int
 	maxRequestBytes     int64
+	maxInflightBytes    int64
 	backoffInitial      time.Duration
 	backoffMax          time.Duration
 	maxRetryAfter       time.Duration
@@ -202,6 +205,20 @@ func WithConcurrency(n int) Option { return optionFunc(func(c *config) { c.concu
 // Live exports are never held back to be merged.
 func WithMaxRequestBytes(n int64) Option {
 	return optionFunc(func(c *config) { c.maxRequestBytes = n })
+}
+
+// WithMaxInflightBytes bounds the memory background delivery holds: the
+// stored exports of the requests in flight, summed over every
+// destination. A backlog request starts only while the sum is under n,
+// except that a destination with nothing in flight may always start one,
+// so that a slow or silent destination holding the budget slows a healthy
+// one's backlog but never stops it. The most held is therefore n plus one
+// request (WithMaxRequestBytes) per destination. At a round trip of r, one
+// destination drains at most about n/r bytes a second: 16 MiB across
+// 100 ms is 160 MiB/s. Default 16 MiB (OTLPRETRY_MAX_INFLIGHT_BYTES);
+// negative: no bound but the windows'.
+func WithMaxInflightBytes(n int64) Option {
+	return optionFunc(func(c *config) { c.maxInflightBytes = n })
 }
 
 // WithBackoff sets the first and the largest wait between retries of
@@ -429,6 +446,12 @@ func (c *config) resolve() error {
 		c.maxRequestBytes = 0
 	}
 	switch {
+	case c.maxInflightBytes == 0:
+		c.maxInflightBytes = DefaultMaxInflightBytes
+	case c.maxInflightBytes < 0:
+		c.maxInflightBytes = 0
+	}
+	switch {
 	case c.concurrency == 0:
 		c.concurrency = DefaultConcurrency
 	case c.concurrency < 0:
@@ -490,6 +513,7 @@ func (c *config) fromEnv(getenv func(string) string) {
 	integer("OTLPRETRY_CONCURRENCY", &conc)
 	c.concurrency = int(conc)
 	integer("OTLPRETRY_MAX_REQUEST_BYTES", &c.maxRequestBytes)
+	integer("OTLPRETRY_MAX_INFLIGHT_BYTES", &c.maxInflightBytes)
 	if v := getenv("OTLPRETRY_SYNC"); v != "" {
 		if m, err := spool.ParseSyncMode(v); err != nil {
 			warn("OTLPRETRY_SYNC", v, err)

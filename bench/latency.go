@@ -33,7 +33,8 @@ func (c config) limitBytes() int {
 }
 
 // latencyWindow is the limit's posts in flight: the bound the library's
-// adaptive window grows to.
+// adaptive window grows to (the limit also keeps to the library's
+// in-flight bytes budget).
 const latencyWindow = 32
 
 // latencyTuning is what the latency scenario sets in sys.
@@ -155,7 +156,7 @@ func latencySection(b *strings.Builder, rs, spool []*result, s settings) {
 	}
 	fmt.Fprintf(b, "## Latency: %s exports of %s spans (~%s each), built while the endpoint refuses connections, then drained through a round trip of %s\n\n",
 		num(int64(s.Backlog)), num(int64(s.Batch)), bytesText(int64(s.ExportBytes)), strings.Join(names, ", "))
-	fmt.Fprintf(b, "The fault proxy holds every answer back by the round trip (loopback: no delay); requests and connects are not slowed. The limit packs the held exports into requests of up to %s, sent with otlpretry's own adaptive window. Medians of the rounds, each system alone; ratios to the limit are taken within a round.\n\n", bytesText(int64(s.RequestBytes)))
+	fmt.Fprintf(b, "The fault proxy holds every answer back by the round trip (loopback: no delay); requests and connects are not slowed. The limit packs the held exports into requests of up to %s, sent with otlpretry's own adaptive window and in-flight bytes budget. Medians of the rounds, each system alone; ratios to the limit are taken within a round.\n\n", bytesText(int64(s.RequestBytes)))
 	for _, x := range rtts {
 		rows := backlogRows(groups[x], s)
 		by := map[string]backlogRow{}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/otlpretry/otlpretry/internal/bridge"
+	"github.com/otlpretry/otlpretry/internal/retry"
 	"github.com/otlpretry/otlpretry/otlpretrygrpc/internal/grpcretry"
 )
 
@@ -208,8 +209,12 @@ func (g *conns) Send(ctx context.Context, d bridge.Target, body []byte, timeout 
 	opts := append(call.opts[:len(call.opts):len(call.opts)], grpc.ForceCodec(rawCodec{}))
 	err := call.cc.Invoke(a, d.Path, body, &reply, opts...)
 	out, wait := grpcretry.Evaluate(ctx, err)
-	return bridge.Sent{Outcome: out, Wait: wait, Cause: grpcretry.Cause(err),
-		WantsCredentials: grpcretry.WantsCredentials(err), Live: call.live}, true
+	s := bridge.Sent{Outcome: out, Wait: wait, Cause: grpcretry.Cause(err),
+		WantsCredentials: grpcretry.WantsCredentials(err), Live: call.live}
+	if out == retry.Delivered {
+		s.Reply = reply
+	}
+	return s, true
 }
 
 // Close closes the connections of its own; the live ones are the

@@ -207,6 +207,48 @@ func TestGRPCPartialSuccess(t *testing.T) {
 	}
 }
 
+// A partial success answering stored exports sent in the background is
+// counted (Stats.PartialRejected) and the exports are not sent again: the
+// OTLP specification forbids retrying a request that got one.
+func TestGRPCStoredPartialSuccess(t *testing.T) {
+	ctx := context.Background()
+	script := []grpcStep{{}} // the first export: OK
+	for range 32 {
+		script = append(script, grpcStep{partial: true})
+	}
+	col := newGRPCCollector(t, script...)
+	rt := newGRPCTransport(t, t.TempDir())
+	cc := dialGRPC(t, col.addr, rt, nil)
+	exp := newTraceExporter(t, cc)
+	if err := exportSpan(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	col.stop()
+	const stored = 3
+	for range stored {
+		if err := exportSpan(ctx, exp); err != nil {
+			t.Fatalf("export with the collector stopped: %v", err)
+		}
+	}
+	if st := rt.Stats(); st.Records != stored {
+		t.Fatalf("Stats.Records = %d, want %d", st.Records, stored)
+	}
+	col.restart(t)
+	waitReady(t, cc)
+	flush(t, rt)
+	spans, _, _, _ := col.counts()
+	st := rt.Stats()
+	if spans != stored+1 || st.Delivered != stored || st.Records != 0 || st.Quarantined != 0 {
+		t.Errorf("collector got %d spans; Stats.Delivered = %d, Records = %d, Quarantined = %d; want %d, %d, 0, 0",
+			spans, st.Delivered, st.Records, st.Quarantined, stored+1, stored)
+	}
+	// Each Export call carrying stored spans was answered with one
+	// rejected span: at least one call, at most one per stored export.
+	if st.PartialRejected < 1 || st.PartialRejected > stored {
+		t.Errorf("Stats.PartialRejected = %d, want 1 to %d", st.PartialRejected, stored)
+	}
+}
+
 // Calls other than the OTLP Export methods pass through untouched: their
 // failures come back as they are and nothing is stored.
 func TestGRPCOtherCallsPassThrough(t *testing.T) {

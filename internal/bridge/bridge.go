@@ -160,4 +160,7 @@ type Sent struct {
 	// Live: the call went with a live call's connection and metadata, not
 	// configured ones.
 	Live bool
+	// Reply is the serialized Export*ServiceResponse of a delivery, for
+	// its partial_success; nil otherwise.
+	Reply []byte
 }

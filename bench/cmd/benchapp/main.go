@@ -435,8 +435,14 @@ type oracle struct {
 	// (internal/batch: 4 growing in slow start to the concurrency), so
 	// that the limit differs from otlpretry by its layer, not by how many
 	// requests it dares have in flight.
-	win    *batch.Window
-	held   bool
+	win *batch.Window
+	// budget, with a merge bound, is otlpretry's in-flight bytes budget
+	// (WithMaxInflightBytes' default): a post starts only while the
+	// exports of those in flight hold less, or none is in flight, so that
+	// the limit holds no more memory in flight than otlpretry does.
+	budget   int
+	inflight int // bytes of the exports in the posts in flight
+	held     bool
 	queue  []held
 	busy   int // exports taken by workers and not yet delivered
 	closed bool
@@ -455,6 +461,7 @@ func newOracle(concurrency, mergeBytes int, logger *slog.Logger) *oracle {
 	o := &oracle{next: tr, logger: logger, mergeBytes: mergeBytes}
 	if mergeBytes > 0 {
 		o.win = batch.NewWindow(batch.DefaultInitialWindow, concurrency)
+		o.budget = otlpretry.DefaultMaxInflightBytes
 	}
 	o.wake = sync.NewCond(&o.mu)
 	for range concurrency {
@@ -535,22 +542,30 @@ func (o *oracle) worker() {
 			if o.win == nil {
 				break
 			}
-			var ok bool
-			if ticket, ok = o.win.Acquire(); ok {
-				break
+			if o.busy == 0 || o.inflight < o.budget {
+				var ok bool
+				if ticket, ok = o.win.Acquire(); ok {
+					break
+				}
 			}
-			o.wake.Wait() // the window is full: a post's end wakes us
+			o.wake.Wait() // the window or budget is full: a post's end wakes us
 		}
 		n := o.takeLocked()
 		group := o.queue[:n:n]
 		o.queue = o.queue[n:]
+		size := 0
+		for _, h := range group {
+			size += len(h.body)
+		}
 		o.busy++
+		o.inflight += size
 		o.mu.Unlock()
 
 		err := o.post(group)
 
 		o.mu.Lock()
 		o.busy--
+		o.inflight -= size
 		if err != nil {
 			o.queue = append(slices.Clone(group), o.queue...)
 		}
