@@ -443,11 +443,11 @@ type oracle struct {
 	budget   int
 	inflight int // bytes of the exports in the posts in flight
 	held     bool
-	queue  []held
-	busy   int // exports taken by workers and not yet delivered
-	closed bool
-	wake   *sync.Cond
-	wg     sync.WaitGroup
+	queue    []held
+	busy     int // exports taken by workers and not yet delivered
+	closed   bool
+	wake     *sync.Cond
+	wg       sync.WaitGroup
 }
 
 type held struct {
