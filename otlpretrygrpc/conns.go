@@ -200,6 +200,13 @@ func (g *conns) Send(ctx context.Context, d bridge.Target, body []byte, timeout 
 	if !ok {
 		return bridge.Sent{}, false
 	}
+	if call.cc.GetState() == connectivity.TransientFailure {
+		// A connection waiting out gRPC's reconnect backoff, which grows
+		// to two minutes, fails every call at once without trying; the
+		// Transport's probes and backoff decide when a failing
+		// destination is tried again, so a send reconnects now.
+		call.cc.ResetConnectBackoff()
+	}
 	a, cancel := context.WithTimeout(context.WithValue(ctx, ownCallKey{}, true), timeout)
 	defer cancel()
 	if len(call.md) > 0 {

@@ -408,6 +408,62 @@ func TestGRPCRefusedStoredAndDelivered(t *testing.T) {
 	}
 }
 
+// A connection made with a long reconnect backoff (gRPC's own grows to two
+// minutes) does not hold back the delivery of what was stored while its
+// destination refused connections: the background sender has it
+// reconnect when it tries, so the backlog arrives within seconds of the
+// collector's return, not after the connection's backoff.
+func TestGRPCReconnectsForTheBacklog(t *testing.T) {
+	ctx := context.Background()
+	col := newGRPCCollector(t)
+	rt := newGRPCTransport(t, t.TempDir())
+	cc, err := grpc.NewClient(col.addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		otlpretrygrpc.DialOption(rt),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Hour, Multiplier: 1, MaxDelay: time.Hour},
+			MinConnectTimeout: time.Second,
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	exp := newTraceExporter(t, cc)
+	if err := exportSpan(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	col.stop()
+	const stored = 3
+	for range stored {
+		if err := exportSpan(ctx, exp); err != nil {
+			t.Fatalf("export with the collector stopped: %v", err)
+		}
+	}
+	if st := rt.Stats(); st.Records != stored {
+		t.Fatalf("Stats.Records = %d, want %d", st.Records, stored)
+	}
+	// Connections to a stopped server are refused: the connection now
+	// waits an hour before it tries again on its own.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for s := cc.GetState(); s != connectivity.TransientFailure; s = cc.GetState() {
+		if !cc.WaitForStateChange(wctx, s) {
+			t.Fatalf("connection state %v, want TransientFailure", s)
+		}
+	}
+	col.restart(t)
+	for {
+		spans, _, _, _ := col.counts()
+		if spans == stored+1 {
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("collector got %d spans within 10 s of its return, want %d", spans, stored+1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Exports a previous process stored for a gRPC destination wait while
 // this process has no live connection to it and no headers configured
 // for it, and are delivered with the metadata of the first live call.
