@@ -26,8 +26,9 @@ import (
 // One rule holds for every numeric setting, Option and variable alike:
 // zero (or not setting it) keeps the default, and a negative value turns
 // off what can be off (the hold bound, the immediate retry, the slow-attempt
-// skip, probes, busy probes, the maximum age, the log rate limit, and the
-// merging of stored exports into larger requests). A negative value for a setting that cannot be off (sizes,
+// skip, probes, busy probes, the maximum age, the log rate limit, the
+// merging of stored exports into larger requests, and the in-flight
+// budget). A negative value for a setting that cannot be off (sizes,
 // counts, timeouts, backoff) is an error from New. A variable whose value
 // cannot be read is logged and ignored, as the OTel SDK treats its own.
 const (
