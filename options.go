@@ -216,7 +216,9 @@ func WithMaxRequestBytes(n int64) Option {
 // one's backlog but never stops it. The most held is therefore n plus one
 // request (WithMaxRequestBytes) per destination. At a round trip of r, one
 // destination drains at most about n/r bytes a second: 16 MiB across
-// 100 ms is 160 MiB/s. Default 16 MiB (OTLPRETRY_MAX_INFLIGHT_BYTES);
+// 100 ms is 160 MiB/s, more than most links carry. The budget is also
+// what keeps several destinations draining at once within that memory.
+// Default 16 MiB (OTLPRETRY_MAX_INFLIGHT_BYTES);
 // negative: no bound but the windows'.
 func WithMaxInflightBytes(n int64) Option {
 	return optionFunc(func(c *config) { c.maxInflightBytes = n })
