@@ -119,6 +119,41 @@ func flush(t *testing.T, rt *otlpretry.Transport) {
 	}
 }
 
+// storeAndExit is an earlier process: a Transport on dir stores one
+// export to col while col is stopped, and shuts down.
+func storeAndExit(t *testing.T, col *grpcCollector, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	first, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithLogger(slog.New(slog.DiscardHandler)),
+		otlpretry.WithImmediateRetryDelay(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := newTraceExporter(t, dialGRPC(t, col.addr, first, nil))
+	col.stop()
+	if err := exportSpan(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storeWhileStopped stops col and makes n exports through exp, which rt
+// must store: the destination refuses connections.
+func storeWhileStopped(t *testing.T, col *grpcCollector, exp *otlptrace.Exporter, rt *otlpretry.Transport, n int) {
+	t.Helper()
+	col.stop()
+	for range n {
+		if err := exportSpan(context.Background(), exp); err != nil {
+			t.Fatalf("export with the collector stopped: %v", err)
+		}
+	}
+	if st := rt.Stats(); st.Records != n {
+		t.Fatalf("Stats.Records = %d, want %d", st.Records, n)
+	}
+}
+
 // Every class of answer, through the real otlptracegrpc exporter: OK and
 // the retryable codes end in one delivery; a refusal comes back to the
 // exporter as the server gave it, and nothing of it is stored.
@@ -223,16 +258,8 @@ func TestGRPCStoredPartialSuccess(t *testing.T) {
 	if err := exportSpan(ctx, exp); err != nil {
 		t.Fatal(err)
 	}
-	col.stop()
 	const stored = 3
-	for range stored {
-		if err := exportSpan(ctx, exp); err != nil {
-			t.Fatalf("export with the collector stopped: %v", err)
-		}
-	}
-	if st := rt.Stats(); st.Records != stored {
-		t.Fatalf("Stats.Records = %d, want %d", st.Records, stored)
-	}
+	storeWhileStopped(t, col, exp, rt, stored)
 	col.restart(t)
 	waitReady(t, cc)
 	flush(t, rt)
@@ -432,16 +459,8 @@ func TestGRPCReconnectsForTheBacklog(t *testing.T) {
 	if err := exportSpan(ctx, exp); err != nil {
 		t.Fatal(err)
 	}
-	col.stop()
 	const stored = 3
-	for range stored {
-		if err := exportSpan(ctx, exp); err != nil {
-			t.Fatalf("export with the collector stopped: %v", err)
-		}
-	}
-	if st := rt.Stats(); st.Records != stored {
-		t.Fatalf("Stats.Records = %d, want %d", st.Records, stored)
-	}
+	storeWhileStopped(t, col, exp, rt, stored)
 	// Connections to a stopped server are refused: the connection now
 	// waits an hour before it tries again on its own.
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -472,19 +491,7 @@ func TestGRPCStoredWaitForLiveCall(t *testing.T) {
 	col := newGRPCCollector(t)
 	dir := t.TempDir()
 
-	first, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithLogger(slog.New(slog.DiscardHandler)),
-		otlpretry.WithImmediateRetryDelay(time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp := newTraceExporter(t, dialGRPC(t, col.addr, first, nil))
-	col.stop()
-	if err := exportSpan(ctx, exp); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	storeAndExit(t, col, dir)
 
 	col.restart(t)
 	rt := newGRPCTransport(t, dir)
@@ -516,23 +523,10 @@ func TestGRPCStoredWaitForLiveCall(t *testing.T) {
 // sent without a live call, over a connection of the Transport's own,
 // with those headers as metadata.
 func TestGRPCStoredSentWithConfiguredHeaders(t *testing.T) {
-	ctx := context.Background()
 	col := newGRPCCollector(t)
 	dir := t.TempDir()
 
-	first, err := otlpretry.New(otlpretry.WithDir(dir), otlpretry.WithLogger(slog.New(slog.DiscardHandler)),
-		otlpretry.WithImmediateRetryDelay(time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp := newTraceExporter(t, dialGRPC(t, col.addr, first, nil))
-	col.stop()
-	if err := exportSpan(ctx, exp); err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
+	storeAndExit(t, col, dir)
 
 	col.restart(t)
 	rt := newGRPCTransport(t, dir, otlpretry.WithEndpointHeaders("grpc://"+col.addr,
