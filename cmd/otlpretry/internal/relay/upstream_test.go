@@ -3,16 +3,9 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -351,44 +344,12 @@ func TestGRPCUpstreamRefusals(t *testing.T) {
 	}
 }
 
-// testCertificate is a self-signed certificate for 127.0.0.1, and a pool
-// that trusts it.
-func testCertificate(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "otlpretry test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
-}
-
 // An https:// gRPC destination is reached over TLS: the upstream serves
 // TLS only, and gets every span, live and stored while it was down, with
 // the metadata. Without the test root the connection is refused, and the
 // relay stores the export rather than send it without TLS.
 func TestGRPCUpstreamTLS(t *testing.T) {
-	cert, pool := testCertificate(t)
+	cert, pool := otlptest.Certificate(t)
 	col := otlptest.StartGRPCCollector(t, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
 	dests := []otlpenv.Destination{grpcDest(spool.SignalTraces, "https", col.Addr(), http.Header{"X-Key": {"k"}})}
 	r, rt, addr := newGRPCUpstreamRelay(t, t.TempDir(), dests, Config{GRPCTLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}})
