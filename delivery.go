@@ -671,9 +671,17 @@ func (d *delivery) onProbe(pr result) {
 	// An unreachable destination is back when it answers at all; a busy
 	// one only when it accepts.
 	back := pr.out == retry.Delivered || (l.unreachable && pr.out != retry.Unreachable && pr.out != retry.Canceled)
-	if back {
+	switch {
+	case pr.out == retry.Delivered && l.unreachable:
+		// A destination that did not answer at all took an export with
+		// the lane's credentials: the probe was the trial, and the backlog
+		// goes at once, its window restarting from slow start. A busy
+		// destination that takes an empty export may still refuse data,
+		// so it keeps its trial of one record and its backoff.
+		d.recovered(l)
+	case back:
 		l.endWait()
-	} else {
+	default:
 		next := l.probeInterval
 		if l.unreachable && pr.out == retry.Unreachable {
 			next = probeEvery(d.cfg, pr, 0) // a name that stopped resolving is probed less often

@@ -557,6 +557,45 @@ func TestUnreachableEndpointIsProbed(t *testing.T) {
 	}
 }
 
+// TestAcceptedProbeIsTheTrial: when a destination that did not answer at
+// all takes a probe, the probe was the trial: the whole backlog goes at
+// once in one merged request, not one record first and the rest a round
+// trip later.
+func TestAcceptedProbeIsTheTrial(t *testing.T) {
+	h := newHarness(t, WithImmediateRetryDelay(-1), WithBackoff(time.Minute, time.Minute))
+	h.coll.Stop()
+	var keys []otlptest.SpanKey
+	for range 3 {
+		resp, k, err := h.export(2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		keys = append(keys, k...)
+	}
+	if e := h.nextEvent("wait"); e.out != retry.Unreachable {
+		t.Fatalf("wait %+v", e)
+	}
+	if st := h.rt.Stats(); st.Records != 3 {
+		t.Fatalf("%d records stored, want 3", st.Records)
+	}
+	if err := h.coll.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(DefaultProbeInterval)
+	if e := h.nextEvent("probe"); !e.reachable {
+		t.Fatal("probe of a running collector failed")
+	}
+	h.nextEvent("idle")
+	if h.coll.Spans() != len(keys) {
+		t.Fatalf("collector has %d spans, want %d", h.coll.Spans(), len(keys))
+	}
+	// The probe, then one merged request of the three records.
+	if n := h.coll.Requests(tracesPath); n != 2 {
+		t.Fatalf("%d requests after the outage, want the probe and one merged request", n)
+	}
+}
+
 func TestBusyServerIsNotProbed(t *testing.T) {
 	h := newHarness(t, WithImmediateRetryDelay(-1))
 	h.coll.SetDefault(otlptest.Answer{Status: 503})
@@ -829,11 +868,19 @@ func TestBusyServerProbedDuringLongWaits(t *testing.T) {
 	if e := h.nextEvent("wait"); e.wait != 64*time.Second {
 		t.Fatalf("wait %v", e.wait)
 	}
+	// A second export, stored at once while the circuit is open.
+	resp, more, err := h.export(2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	keys = append(keys, more...)
 	h.clock.Advance(10 * time.Second)
 	if e := h.nextEvent("probe"); e.reachable {
 		t.Fatal("a 503 to the probe ended the wait")
 	}
 	h.coll.ResetDefault()
+	before := h.coll.Requests(tracesPath)
 	h.clock.Advance(10 * time.Second)
 	if e := h.nextEvent("probe"); !e.reachable {
 		t.Fatal("an accepted probe did not end the wait")
@@ -841,6 +888,11 @@ func TestBusyServerProbedDuringLongWaits(t *testing.T) {
 	h.nextEvent("idle")
 	if h.coll.Spans() != len(keys) {
 		t.Fatalf("spans %d, want %d", h.coll.Spans(), len(keys))
+	}
+	// A busy server that takes an empty export may still refuse data: the
+	// probe is followed by a trial of one record before the backlog.
+	if n := h.coll.Requests(tracesPath) - before; n != 3 {
+		t.Fatalf("%d requests after the accepted probe, want the probe, the trial and the rest", n)
 	}
 }
 
