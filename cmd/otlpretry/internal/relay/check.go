@@ -80,7 +80,7 @@ func decodeBody(encoding string, body []byte, limit int64) ([]byte, func(), erro
 		if zr == nil {
 			zr = new(gzipReader)
 		}
-		defer gzipReaders.Put(zr)
+		defer zr.release()
 		zr.src.Reset(body)
 		if err := zr.Reset(&zr.src); err != nil {
 			return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "Content-Encoding is gzip but " + gzipReason(err)}
@@ -106,8 +106,9 @@ func decodeBody(encoding string, body []byte, limit int64) ([]byte, func(), erro
 		if err != nil {
 			return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "Content-Encoding is deflate but the body is not zlib data (" + err.Error() + ")"}
 		}
-		defer zlibReaders.Put(zr)
-		return inflate(zr.r, encoding, 0, limit)
+		defer zr.release()
+		// zlib has no size field: a guess, the buffer grows if need be.
+		return inflate(zr.r, encoding, 4*int64(len(body)), limit)
 	default:
 		return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "unsupported Content-Encoding"}
 	}
@@ -190,11 +191,23 @@ type gzipReader struct {
 	gzip.Reader
 }
 
+// release returns z to its pool, holding no body.
+func (z *gzipReader) release() {
+	z.src.Reset(nil)
+	gzipReaders.Put(z)
+}
+
 // A zlibReader is the same for deflate bodies; r is nil until the first
 // body that has a zlib header.
 type zlibReader struct {
 	src bytes.Reader
 	r   io.ReadCloser
+}
+
+// release returns z to its pool, holding no body.
+func (z *zlibReader) release() {
+	z.src.Reset(nil)
+	zlibReaders.Put(z)
 }
 
 var (

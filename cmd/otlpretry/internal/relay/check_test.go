@@ -456,6 +456,7 @@ func FuzzWalkMatchesReference(f *testing.F) {
 func TestDecodeBody(t *testing.T) {
 	plain, _ := otlptest.TraceBody(200)
 	small, _ := otlptest.TraceBody(2)
+	zeros := make([]byte, 300_000)
 	withISIZE := func(gz []byte, isize uint32) []byte {
 		gz = bytes.Clone(gz)
 		binary.LittleEndian.PutUint32(gz[len(gz)-4:], isize)
@@ -489,6 +490,7 @@ func TestDecodeBody(t *testing.T) {
 		{"deflate after one that was not", "deflate", zlibbed(small), 1 << 20, result{plain: small}},
 		{"deflate truncated", "deflate", zlibbed(plain)[:100], 1 << 20, result{err: "truncated"}},
 		{"deflate over the cap", "deflate", zlibbed(plain), 1000, result{err: "inflates past the size cap"}},
+		{"deflate that inflates 1000-fold", "deflate", zlibbed(zeros), 1 << 20, result{plain: zeros}},
 		{"gzip after one over the cap", "gzip", gzipped(small), 1 << 20, result{plain: small}},
 	} {
 		got, release, err := decodeBody(c.enc, c.body, c.limit)
