@@ -2,13 +2,16 @@ package relay
 
 import (
 	"bytes"
-	"compress/zlib"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/klauspost/compress/gzip"
 	"io"
+	"slices"
 	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zlib"
 
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -69,58 +72,105 @@ func CheckBody(signal spool.Signal, mediaType, encoding string, body []byte, lim
 // for none, gzip, deflate), never more than limit bytes, and a function
 // that returns the buffer for reuse once the caller is done with it.
 func decodeBody(encoding string, body []byte, limit int64) ([]byte, func(), error) {
-	var (
-		zr     io.Reader
-		format = encoding
-	)
 	switch encoding {
 	case "", "identity":
 		return body, func() {}, nil
 	case "gzip":
-		gr, _ := gzipReaders.Get().(*gzip.Reader)
-		var err error
-		if gr == nil {
-			gr, err = gzip.NewReader(bytes.NewReader(body))
-		} else {
-			err = gr.Reset(bytes.NewReader(body))
+		zr, _ := gzipReaders.Get().(*gzipReader)
+		if zr == nil {
+			zr = new(gzipReader)
 		}
-		if err != nil {
-			return nil, nil, &BodyError{Format: format, Offset: -1, Reason: "Content-Encoding is gzip but " + gzipReason(err)}
+		defer zr.release()
+		zr.src.Reset(body)
+		if err := zr.Reset(&zr.src); err != nil {
+			return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "Content-Encoding is gzip but " + gzipReason(err)}
 		}
-		defer gzipReaders.Put(gr)
-		zr = gr
+		// Multi-member bodies (concatenated gzip files) are valid gzip, as
+		// the Collector's receiver takes them: the reader goes on to the
+		// next member, and the buffer grows past the hint if need be.
+		return inflate(zr, encoding, gzipSizeHint(body), limit)
 	case "deflate":
 		// What the OTel Collector's receiver takes as deflate: the zlib
 		// format (RFC 1950).
-		r, err := zlib.NewReader(bytes.NewReader(body))
+		zr, _ := zlibReaders.Get().(*zlibReader)
+		if zr == nil {
+			zr = new(zlibReader)
+		}
+		zr.src.Reset(body)
+		var err error
+		if zr.r == nil {
+			zr.r, err = zlib.NewReader(&zr.src)
+		} else {
+			err = zr.r.(zlib.Resetter).Reset(&zr.src, nil)
+		}
 		if err != nil {
-			return nil, nil, &BodyError{Format: format, Offset: -1, Reason: "Content-Encoding is deflate but the body is not zlib data (" + err.Error() + ")"}
+			return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "Content-Encoding is deflate but the body is not zlib data (" + err.Error() + ")"}
 		}
-		defer r.Close()
-		zr = r
+		defer zr.release()
+		// zlib has no size field: a guess, the buffer grows if need be.
+		return inflate(zr.r, encoding, 4*int64(len(body)), limit)
 	default:
-		return nil, nil, &BodyError{Format: format, Offset: -1, Reason: "unsupported Content-Encoding"}
+		return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "unsupported Content-Encoding"}
 	}
-	buf, _ := inflateBuffers.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
+}
+
+// inflate reads zr to its end into a pooled buffer, at first of hint
+// bytes (or what the pooled buffer holds), growing as needed up to
+// limit+1: a body that reaches limit+1 bytes is ErrInflatedTooLarge.
+func inflate(zr io.Reader, encoding string, hint, limit int64) ([]byte, func(), error) {
+	bp, _ := inflateBuffers.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
 	}
-	buf.Reset()
 	release := func() {
-		if buf.Cap() <= maxPooledBuffer {
-			inflateBuffers.Put(buf)
+		if cap(*bp) <= maxPooledBuffer {
+			inflateBuffers.Put(bp)
 		}
 	}
-	n, err := buf.ReadFrom(io.LimitReader(zr, limit+1))
-	switch {
-	case err != nil:
-		release()
-		return nil, nil, &BodyError{Format: format, Offset: -1, Reason: "Content-Encoding is " + encoding + " but " + gzipReason(err)}
-	case n > limit:
+	hint = min(hint, limit) + 1 // +1: room to see the end without growing
+	if int64(cap(*bp)) < hint {
+		*bp = make([]byte, hint)
+	}
+	buf := (*bp)[:min(int64(cap(*bp)), limit+1)]
+	n := 0
+	for {
+		if n == len(buf) {
+			if int64(n) > limit {
+				release()
+				return nil, nil, ErrInflatedTooLarge
+			}
+			buf = slices.Grow(buf[:n], int(min(int64(2*n), limit+1))-n)
+			*bp = buf
+			buf = buf[:min(int64(cap(buf)), limit+1)]
+		}
+		m, err := zr.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			release()
+			return nil, nil, &BodyError{Format: encoding, Offset: -1, Reason: "Content-Encoding is " + encoding + " but " + gzipReason(err)}
+		}
+	}
+	if int64(n) > limit {
 		release()
 		return nil, nil, ErrInflatedTooLarge
 	}
-	return buf.Bytes(), release, nil
+	return buf[:n], release, nil
+}
+
+// gzipSizeHint is the size that gzip body's last member says it inflates
+// to (its trailer's ISIZE, the size modulo 2^32), bounded by what deflate
+// can produce from body at most (1032 bytes a byte), so that a trailer
+// that lies does not make a small body hold a large buffer.
+func gzipSizeHint(body []byte) int64 {
+	const minGzip = 18 // header, empty deflate data, trailer
+	if len(body) < minGzip {
+		return 0
+	}
+	isize := binary.LittleEndian.Uint32(body[len(body)-4:])
+	return int64(min(uint64(isize), 1032*uint64(len(body))))
 }
 
 func gzipReason(err error) string {
@@ -134,9 +184,36 @@ func gzipReason(err error) string {
 	}
 }
 
+// A gzipReader is a gzip reader with the bytes.Reader it reads from, kept
+// together in a pool so that neither is allocated per body.
+type gzipReader struct {
+	src bytes.Reader
+	gzip.Reader
+}
+
+// release returns z to its pool, holding no body.
+func (z *gzipReader) release() {
+	z.src.Reset(nil)
+	gzipReaders.Put(z)
+}
+
+// A zlibReader is the same for deflate bodies; r is nil until the first
+// body that has a zlib header.
+type zlibReader struct {
+	src bytes.Reader
+	r   io.ReadCloser
+}
+
+// release returns z to its pool, holding no body.
+func (z *zlibReader) release() {
+	z.src.Reset(nil)
+	zlibReaders.Put(z)
+}
+
 var (
-	gzipReaders    sync.Pool // *gzip.Reader
-	inflateBuffers sync.Pool // *bytes.Buffer
+	gzipReaders    sync.Pool // *gzipReader
+	zlibReaders    sync.Pool // *zlibReader
+	inflateBuffers sync.Pool // *[]byte
 )
 
 // maxPooledBuffer bounds the buffers kept for reuse, so that one large
@@ -178,7 +255,7 @@ func checkProtobuf(signal spool.Signal, body []byte) error {
 	if s == nil {
 		return nil
 	}
-	if err := s.walk(body, 0, 0); err != nil {
+	if err := s.walk(body); err != nil {
 		err.Format = "protobuf (" + s.request + ")"
 		return err
 	}
@@ -186,12 +263,39 @@ func checkProtobuf(signal spool.Signal, body []byte) error {
 }
 
 // msgSchema is what the walk needs of a message type: for each field
-// number, its wire type and, for a message field, the nested type.
+// number, its wire type and, for a message field, the nested type; and
+// the same compiled into one step per tag.
 type msgSchema struct {
 	name    string // the request's name for a top-level schema, else the message's
 	request string // for a top-level schema: "ExportTraceServiceRequest", ...
 	fields  []fieldSchema
+	// steps holds, for each tag value below 256 (field number << 3 | wire
+	// type: the one- and two-byte tags, field numbers 1 to 31), how the
+	// walk checks that field when nothing about it is unusual. stepSlow
+	// sends a tag to the field-by-field path: tags it must refuse (field
+	// 0, a known field of the wrong wire type, wire types 6 and 7) and
+	// the rare ones (groups).
+	steps [256]step
 }
+
+type step struct {
+	op  stepOp
+	msg *msgSchema // for stepMsg
+}
+
+type stepOp uint8
+
+const (
+	stepSlow          stepOp = iota
+	stepVarint               // a varint
+	stepFixed32              // 4 bytes
+	stepFixed64              // 8 bytes
+	stepBytes                // a length and that many bytes, not looked into
+	stepMsg                  // a length and a message of type step.msg
+	stepPackedVarint         // a length and that many bytes of whole varints
+	stepPackedFixed32        // a length that is a multiple of 4
+	stepPackedFixed64        // a length that is a multiple of 8
+)
 
 type fieldSchema struct {
 	known    bool
@@ -211,46 +315,164 @@ func (m *msgSchema) field(num protowire.Number) *fieldSchema {
 	return unknownField
 }
 
-// walk checks b as message m; base is b's offset in the whole body, for
-// the error.
-func (m *msgSchema) walk(b []byte, base, depth int) *BodyError {
-	if depth > protowire.DefaultRecursionLimit {
-		return &BodyError{Offset: base, Reason: "messages nested too deep"}
-	}
-	for off := 0; off < len(b); {
-		num, typ, n := protowire.ConsumeTag(b[off:])
-		if n < 0 {
-			return &BodyError{Offset: base + off, Reason: "invalid field tag in " + m.name + " (" + protowire.ParseError(n).Error() + ")"}
-		}
-		at := off
-		off += n
-		f := m.field(num)
-		if f.known && typ != f.wire && !(f.packable && typ == protowire.BytesType) {
-			return &BodyError{Offset: base + at, Reason: fmt.Sprintf("field %s of %s has wire type %d, want %d", f.name, m.name, typ, f.wire)}
-		}
-		if typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b[off:])
-			if n < 0 {
-				return &BodyError{Offset: base + at, Reason: "field " + fieldName(f, num) + " of " + m.name + ": " + lengthReason(n)}
+// A frame is a message the walk has entered and will come back to: its
+// schema and the offset where it ends.
+type frame struct {
+	m   *msgSchema
+	end int
+}
+
+// walk checks body as message m. It goes through the body once, in
+// order, keeping the messages it is inside on a stack rather than
+// recursing: the common field (a tag of one or two bytes that steps
+// knows, a one- or two-byte length, a one-byte varint) costs a table
+// look-up and a few compares. Anything else goes to m.slowField, which
+// checks that one field with protowire and says what is wrong with it.
+// Either way, the same bytes pass and fail as a field-by-field walk with
+// protowire, with the same error.
+func (m *msgSchema) walk(body []byte) *BodyError {
+	var (
+		backing [32]frame
+		stack   = backing[:0]
+		pos     = 0
+		end     = len(body)
+	)
+	for {
+		if pos >= end {
+			if len(stack) == 0 {
+				return nil
 			}
-			switch {
-			case f.msg != nil:
-				if err := f.msg.walk(v, base+off+n-len(v), depth+1); err != nil {
-					return err
-				}
-			case f.packable && !packedOK(f.wire, v):
-				return &BodyError{Offset: base + at, Reason: "field " + f.name + " of " + m.name + ": packed values that do not fill it"}
-			}
-			off += n
+			top := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			m, end = top.m, top.end
 			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b[off:])
-		if n < 0 {
-			return &BodyError{Offset: base + at, Reason: "field " + fieldName(f, num) + " of " + m.name + ": " + protowire.ParseError(n).Error()}
+		at := pos
+		t := uint(body[pos])
+		if t < 0x80 {
+			pos++
+		} else if pos+1 < end && body[pos+1] < 0x80 {
+			t = t&0x7f | uint(body[pos+1])<<7
+			pos += 2
+		} else {
+			t = 0 // stepSlow: a long tag, or a truncated one
 		}
-		off += n
+		if t >= uint(len(m.steps)) {
+			t = 0
+		}
+		st := &m.steps[t]
+	fast:
+		switch st.op {
+		case stepVarint:
+			if pos < end && body[pos] < 0x80 {
+				pos++
+				continue
+			}
+			if _, n := protowire.ConsumeVarint(body[pos:end]); n > 0 {
+				pos += n
+				continue
+			}
+		case stepFixed32:
+			if end-pos >= 4 {
+				pos += 4
+				continue
+			}
+		case stepFixed64:
+			if end-pos >= 8 {
+				pos += 8
+				continue
+			}
+		case stepBytes, stepMsg, stepPackedVarint, stepPackedFixed32, stepPackedFixed64:
+			var l int
+			if pos < end && body[pos] < 0x80 {
+				l = int(body[pos])
+				pos++
+			} else if pos+1 < end && body[pos+1] < 0x80 {
+				l = int(body[pos]&0x7f) | int(body[pos+1])<<7
+				pos += 2
+			} else if v, n := protowire.ConsumeVarint(body[pos:end]); n > 0 && v <= uint64(end-pos-n) {
+				l = int(v)
+				pos += n
+			} else {
+				break fast
+			}
+			if l > end-pos {
+				break fast
+			}
+			switch st.op {
+			case stepBytes:
+			case stepMsg:
+				if len(stack)+1 > protowire.DefaultRecursionLimit {
+					return &BodyError{Offset: pos, Reason: "messages nested too deep"}
+				}
+				stack = append(stack, frame{m, end})
+				m, end = st.msg, pos+l
+				continue
+			case stepPackedVarint:
+				if !packedVarintsOK(body[pos : pos+l]) {
+					break fast
+				}
+			case stepPackedFixed32:
+				if l%4 != 0 {
+					break fast
+				}
+			case stepPackedFixed64:
+				if l%8 != 0 {
+					break fast
+				}
+			}
+			pos += l
+			continue
+		}
+		// The slow path, from the tag again.
+		start, next, sub, err := m.slowField(body[:end], at)
+		if err != nil {
+			return err
+		}
+		if sub != nil {
+			if len(stack)+1 > protowire.DefaultRecursionLimit {
+				return &BodyError{Offset: start, Reason: "messages nested too deep"}
+			}
+			stack = append(stack, frame{m, end})
+			m, pos, end = sub, start, next
+			continue
+		}
+		pos = next
 	}
-	return nil
+}
+
+// slowField checks the one field of message m at b[at:], b ending where
+// m does, with protowire. It returns the offset of the next field; for a
+// message field, also the nested message's schema and the offset where
+// its content starts, for the caller to walk.
+func (m *msgSchema) slowField(b []byte, at int) (start, next int, sub *msgSchema, err *BodyError) {
+	num, typ, n := protowire.ConsumeTag(b[at:])
+	if n < 0 {
+		return 0, 0, nil, &BodyError{Offset: at, Reason: "invalid field tag in " + m.name + " (" + protowire.ParseError(n).Error() + ")"}
+	}
+	off := at + n
+	f := m.field(num)
+	if f.known && typ != f.wire && !(f.packable && typ == protowire.BytesType) {
+		return 0, 0, nil, &BodyError{Offset: at, Reason: fmt.Sprintf("field %s of %s has wire type %d, want %d", f.name, m.name, typ, f.wire)}
+	}
+	if typ == protowire.BytesType {
+		v, n := protowire.ConsumeBytes(b[off:])
+		if n < 0 {
+			return 0, 0, nil, &BodyError{Offset: at, Reason: "field " + fieldName(f, num) + " of " + m.name + ": " + lengthReason(n)}
+		}
+		switch {
+		case f.msg != nil:
+			return off + n - len(v), off + n, f.msg, nil
+		case f.packable && !packedOK(f.wire, v):
+			return 0, 0, nil, &BodyError{Offset: at, Reason: "field " + f.name + " of " + m.name + ": packed values that do not fill it"}
+		}
+		return 0, off + n, nil, nil
+	}
+	n = protowire.ConsumeFieldValue(num, typ, b[off:])
+	if n < 0 {
+		return 0, 0, nil, &BodyError{Offset: at, Reason: "field " + fieldName(f, num) + " of " + m.name + ": " + protowire.ParseError(n).Error()}
+	}
+	return 0, off + n, nil, nil
 }
 
 // packedOK reports whether b is a whole number of packed values of wire
@@ -262,14 +484,28 @@ func packedOK(typ protowire.Type, b []byte) bool {
 	case protowire.Fixed64Type:
 		return len(b)%8 == 0
 	}
-	for len(b) > 0 {
-		_, n := protowire.ConsumeVarint(b)
-		if n < 0 {
+	return packedVarintsOK(b)
+}
+
+// packedVarintsOK reports whether b is a whole number of varints as
+// protowire.ConsumeVarint takes them: at most 10 bytes each, the 10th
+// no more than 1.
+func packedVarintsOK(b []byte) bool {
+	run := 0 // bytes of the current varint so far
+	for _, c := range b {
+		if c < 0x80 {
+			if run == 9 && c > 1 {
+				return false
+			}
+			run = 0
+			continue
+		}
+		run++
+		if run == 10 {
 			return false
 		}
-		b = b[n:]
 	}
-	return true
+	return run == 0
 }
 
 func fieldName(f *fieldSchema, num protowire.Number) string {
@@ -328,7 +564,44 @@ func compile(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*
 		}
 		s.fields[fd.Number()] = f
 	}
+	s.compileSteps()
 	return s
+}
+
+// compileSteps fills m.steps from m.fields.
+func (m *msgSchema) compileSteps() {
+	for t := range m.steps {
+		num, typ := protowire.Number(t>>3), protowire.Type(t&7)
+		if num == 0 {
+			continue
+		}
+		f := m.field(num)
+		if f.known && typ != f.wire && !(f.packable && typ == protowire.BytesType) {
+			continue
+		}
+		st := &m.steps[t]
+		switch typ {
+		case protowire.VarintType:
+			st.op = stepVarint
+		case protowire.Fixed32Type:
+			st.op = stepFixed32
+		case protowire.Fixed64Type:
+			st.op = stepFixed64
+		case protowire.BytesType:
+			switch {
+			case f.msg != nil:
+				st.op, st.msg = stepMsg, f.msg
+			case !f.packable:
+				st.op = stepBytes
+			case f.wire == protowire.Fixed32Type:
+				st.op = stepPackedFixed32
+			case f.wire == protowire.Fixed64Type:
+				st.op = stepPackedFixed64
+			default:
+				st.op = stepPackedVarint
+			}
+		}
+	}
 }
 
 func wireType(k protoreflect.Kind) protowire.Type {

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	kgzip "github.com/klauspost/compress/gzip"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -294,3 +297,245 @@ type discardWriter struct {
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+
+// sameVerdict fails t unless the walk and the protowire reference walk
+// both pass body as an export of sig, or both refuse it at the same byte
+// for the same reason. It returns the walk's verdict.
+func sameVerdict(t *testing.T, name string, sig spool.Signal, body []byte) *BodyError {
+	t.Helper()
+	s := requestSchemas[sig]
+	got, want := s.walk(body), refWalk(s, body, 0, 0)
+	if (got == nil) != (want == nil) || got != nil && *got != *want {
+		t.Errorf("%v %s (%d bytes): walk says %v, reference says %v", sig, name, len(body), got, want)
+	}
+	return got
+}
+
+// deepAnyValue is a logs export whose log body nests ArrayValues levels
+// deep (two messages a level) around a string, the deepest nesting OTLP
+// allows.
+func deepAnyValue(levels int) []byte {
+	b := protowire.AppendTag(nil, 1, protowire.BytesType) // AnyValue.string_value
+	b = protowire.AppendString(b, "x")
+	for range levels {
+		b = nest(b, 5, 1) // AnyValue.array_value, ArrayValue.values
+	}
+	return nest(b, 1, 2, 2, 5) // resource_logs.scope_logs.log_records.body
+}
+
+// The walk passes and refuses exactly what a plain protowire walk does,
+// with the same offset and reason: every valid export, each of them cut
+// short at every length, each byte of them changed, and bodies made to
+// take every unusual path (long tags and lengths, varints of ten bytes,
+// groups, packed values, nesting to the limit and past it).
+func TestWalkMatchesReference(t *testing.T) {
+	valid := map[string]struct {
+		sig  spool.Signal
+		body []byte
+	}{}
+	for sig, build := range richExports {
+		b, err := proto.Marshal(build())
+		if err != nil {
+			t.Fatal(err)
+		}
+		valid[fmt.Sprintf("rich %v", sig)] = struct {
+			sig  spool.Signal
+			body []byte
+		}{sig, b}
+	}
+	traces, _ := otlptest.TraceBody(40)
+	valid["40 spans"] = struct {
+		sig  spool.Signal
+		body []byte
+	}{spool.SignalTraces, traces}
+	valid["20 points"] = struct {
+		sig  spool.Signal
+		body []byte
+	}{spool.SignalMetrics, otlptest.MetricsBody(20)}
+
+	for name, v := range valid {
+		for sig := range richExports { // also as another signal's export
+			sameVerdict(t, name, sig, v.body)
+		}
+		for n := range len(v.body) {
+			sameVerdict(t, fmt.Sprintf("%s cut to %d", name, n), v.sig, v.body[:n])
+		}
+		mut := bytes.Clone(v.body)
+		for i := range mut {
+			for _, x := range []byte{0x01, 0x02, 0x04, 0x07, 0x08, 0x10, 0x7f, 0x80, 0xff} {
+				mut[i] ^= x
+				sameVerdict(t, fmt.Sprintf("%s, byte %d xor %#x", name, i, x), v.sig, mut)
+				mut[i] ^= x
+			}
+		}
+	}
+
+	tag := func(num protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, num, typ) }
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	varint := func(v uint64) []byte { return protowire.AppendVarint(nil, v) }
+	span := func(fields ...[]byte) []byte { return nest(cat(fields...), 1, 2, 2) }
+	point := func(fields ...[]byte) []byte { return nest(cat(fields...), 1, 2, 2, 9, 1) } // a HistogramDataPoint
+	long := bytes.Repeat([]byte{'n'}, 20000)
+	for _, c := range []struct {
+		name string
+		sig  spool.Signal
+		body []byte
+		want string // in the reason; "" for a body that passes
+	}{
+		{"span flags, a two-byte tag", spool.SignalTraces, span(tag(16, protowire.Fixed32Type), []byte{1, 0, 0, 0}), ""},
+		{"span flags cut", spool.SignalTraces, span(tag(16, protowire.Fixed32Type), []byte{1, 0, 0}), "field flags of Span: unexpected EOF"},
+		{"span flags as a varint", spool.SignalTraces, span(tag(16, protowire.VarintType), varint(1)), "field flags of Span has wire type 0, want 5"},
+		{"a two-byte tag cut", spool.SignalTraces, span([]byte{0x85}), "invalid field tag in Span (unexpected EOF)"},
+		{"a non-minimal tag", spool.SignalTraces, span([]byte{0x8a, 0x80, 0x00, 0x01, 'x'}), ""}, // trace_id, a 3-byte tag
+		{"a five-byte tag", spool.SignalTraces, span([]byte{0x8a, 0x80, 0x80, 0x80, 0x00, 0x01, 'x'}), ""},
+		{"a tag past the field numbers", spool.SignalTraces, span([]byte{0xfa, 0xff, 0xff, 0xff, 0x7f, 0x00}), "invalid field number"},
+		{"a tag of 11 bytes", spool.SignalTraces, span(bytes.Repeat([]byte{0x80}, 10), []byte{0x01}), "overflow"},
+		{"unknown field 31, every wire type", spool.SignalTraces, span(
+			tag(31, protowire.VarintType), varint(1<<40), tag(31, protowire.Fixed64Type), make([]byte, 8),
+			tag(31, protowire.BytesType), varint(2), []byte("ab"), tag(31, protowire.Fixed32Type), make([]byte, 4)), ""},
+		{"unknown field 32", spool.SignalTraces, span(tag(32, protowire.BytesType), varint(1), []byte("a")), ""},
+		{"unknown field 900", spool.SignalTraces, span(tag(900, protowire.VarintType), varint(3)), ""},
+		{"a group", spool.SignalTraces, span(tag(20, protowire.StartGroupType), tag(1, protowire.VarintType), varint(1), tag(20, protowire.EndGroupType)), ""},
+		{"a group not closed", spool.SignalTraces, span(tag(20, protowire.StartGroupType), tag(1, protowire.VarintType), varint(1)), "field 20 of Span: unexpected EOF"},
+		{"an end group alone", spool.SignalTraces, span(tag(20, protowire.EndGroupType)), "end group"},
+		{"wire type 6", spool.SignalTraces, span([]byte{0x0e}), "field trace_id of Span has wire type 6"},
+		{"wire type 7", spool.SignalTraces, span([]byte{0x7f}), "field status of Span has wire type 7"},
+		{"a varint of 10 bytes", spool.SignalTraces, span(tag(6, protowire.VarintType), varint(1<<63)), ""},
+		{"a varint that overflows", spool.SignalTraces, span(tag(6, protowire.VarintType), bytes.Repeat([]byte{0xff}, 9), []byte{0x02}), "variable length integer overflow"},
+		{"a varint of 11 bytes", spool.SignalTraces, span(tag(6, protowire.VarintType), bytes.Repeat([]byte{0x80}, 10), []byte{0x00}), "variable length integer overflow"},
+		{"a varint cut", spool.SignalTraces, span(tag(6, protowire.VarintType), []byte{0x80, 0x80}), "field kind of Span: unexpected EOF"},
+		{"a three-byte length", spool.SignalTraces, span(tag(5, protowire.BytesType), varint(uint64(len(long))), long), ""},
+		{"a non-minimal length", spool.SignalTraces, span(tag(5, protowire.BytesType), []byte{0x81, 0x80, 0x00}, []byte("x")), ""},
+		{"a length past the message", spool.SignalTraces, span(tag(5, protowire.BytesType), varint(20001), long), "field name of Span: its length runs past the end of the message"},
+		{"a length past 2^63", spool.SignalTraces, span(tag(5, protowire.BytesType), varint(1<<63+5), long), "field name of Span: its length runs past the end of the message"},
+		{"a length that overflows", spool.SignalTraces, span(tag(5, protowire.BytesType), bytes.Repeat([]byte{0xff}, 10), []byte{0x01}), "variable length integer overflow"},
+		{"packed fixed64", spool.SignalMetrics, point(tag(6, protowire.BytesType), varint(16), make([]byte, 16)), ""},
+		{"packed fixed64 cut", spool.SignalMetrics, point(tag(6, protowire.BytesType), varint(12), make([]byte, 12)), "field bucket_counts of HistogramDataPoint: packed values that do not fill it"},
+		{"unpacked fixed64", spool.SignalMetrics, point(tag(6, protowire.Fixed64Type), make([]byte, 8)), ""},
+		{"packed double as fixed32", spool.SignalMetrics, point(tag(7, protowire.Fixed32Type), make([]byte, 4)), "field explicit_bounds of HistogramDataPoint has wire type 5, want 1"},
+		{"packed varints", spool.SignalMetrics, nest(cat(tag(2, protowire.BytesType), varint(14), varint(1), varint(1<<63), varint(300), varint(0)), 1, 2, 2, 10, 1, 9), ""},
+		{"packed varints, one cut", spool.SignalMetrics, nest(cat(tag(2, protowire.BytesType), varint(3), varint(1), []byte{0x80, 0x80}), 1, 2, 2, 10, 1, 9), "field bucket_counts of Buckets: packed values"},
+		{"packed varints, one overflows", spool.SignalMetrics, nest(cat(tag(2, protowire.BytesType), varint(10), bytes.Repeat([]byte{0xff}, 9), []byte{0x02}), 1, 2, 2, 10, 1, 9), "field bucket_counts of Buckets: packed values"},
+		{"packed varints, one of 11 bytes", spool.SignalMetrics, nest(cat(tag(2, protowire.BytesType), varint(11), bytes.Repeat([]byte{0x80}, 10), []byte{0x00}), 1, 2, 2, 10, 1, 9), "field bucket_counts of Buckets: packed values"},
+		{"empty nested messages", spool.SignalTraces, nest(nil, 1, 2, 2), ""},
+		{"nesting to the limit", spool.SignalLogs, deepAnyValue((protowire.DefaultRecursionLimit - 4) / 2), ""},
+		{"nesting past the limit", spool.SignalLogs, deepAnyValue((protowire.DefaultRecursionLimit-4)/2 + 1), "messages nested too deep"},
+	} {
+		err := sameVerdict(t, c.name, c.sig, c.body)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v, want it to pass", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Reason, c.want)):
+			t.Errorf("%s: %v, want it refused: %q", c.name, err, c.want)
+		}
+	}
+}
+
+// FuzzWalkMatchesReference: on any bytes, the walk and the protowire
+// reference walk agree on the verdict, the offset and the reason.
+func FuzzWalkMatchesReference(f *testing.F) {
+	for _, build := range richExports {
+		b, _ := proto.Marshal(build())
+		f.Add(b)
+	}
+	traces, _ := otlptest.TraceBody(3)
+	f.Add(traces)
+	f.Add(otlptest.MetricsBody(3))
+	f.Add(deepAnyValue(3))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for sig := range richExports {
+			sameVerdict(t, "fuzzed", sig, body)
+		}
+	})
+}
+
+// Inflating gives back exactly the body that was compressed, whatever the
+// gzip trailer claims and however many members the body has, up to the
+// cap and not a byte past it; the pooled readers and buffers carry
+// nothing from one body to the next, a refused one included.
+func TestDecodeBody(t *testing.T) {
+	plain, _ := otlptest.TraceBody(200)
+	small, _ := otlptest.TraceBody(2)
+	zeros := make([]byte, 300_000)
+	withISIZE := func(gz []byte, isize uint32) []byte {
+		gz = bytes.Clone(gz)
+		binary.LittleEndian.PutUint32(gz[len(gz)-4:], isize)
+		return gz
+	}
+	type result struct {
+		plain []byte
+		err   string // in the error; "" for none
+	}
+	for _, c := range []struct {
+		name, enc string
+		body      []byte
+		limit     int64
+		want      result
+	}{
+		{"gzip", "gzip", gzipped(plain), 1 << 20, result{plain: plain}},
+		{"gzip, then a smaller one", "gzip", gzipped(small), 1 << 20, result{plain: small}},
+		{"two gzip members", "gzip", append(gzipped(plain), gzipped(small)...), 1 << 20, result{plain: append(bytes.Clone(plain), small...)}},
+		{"a small member, then a large one", "gzip", append(gzipped(small), gzipped(plain)...), 1 << 20, result{plain: append(bytes.Clone(small), plain...)}},
+		{"gzip of nothing", "gzip", gzipped(nil), 1 << 20, result{plain: []byte{}}},
+		{"exactly the cap", "gzip", gzipped(plain), int64(len(plain)), result{plain: plain}},
+		{"a byte over the cap", "gzip", gzipped(plain), int64(len(plain)) - 1, result{err: "inflates past the size cap"}},
+		{"two members over the cap", "gzip", append(gzipped(plain), gzipped(small)...), int64(len(plain)), result{err: "inflates past the size cap"}},
+		// The trailer's size is a hint only: a wrong one is caught by the
+		// reader's own check, after the data is read.
+		{"a trailer that says 4 GiB", "gzip", withISIZE(gzipped(plain), 1<<32-1), 1 << 20, result{err: "damaged"}},
+		{"a trailer that says 1 byte", "gzip", withISIZE(gzipped(plain), 1), 1 << 20, result{err: "damaged"}},
+		{"a trailer that says 4 GiB, over the cap", "gzip", withISIZE(gzipped(plain), 1<<32-1), 100, result{err: "inflates past the size cap"}},
+		{"deflate", "deflate", zlibbed(plain), 1 << 20, result{plain: plain}},
+		{"deflate not zlib", "deflate", plain, 1 << 20, result{err: "not zlib data"}},
+		{"deflate after one that was not", "deflate", zlibbed(small), 1 << 20, result{plain: small}},
+		{"deflate truncated", "deflate", zlibbed(plain)[:100], 1 << 20, result{err: "truncated"}},
+		{"deflate over the cap", "deflate", zlibbed(plain), 1000, result{err: "inflates past the size cap"}},
+		{"deflate that inflates 1000-fold", "deflate", zlibbed(zeros), 1 << 20, result{plain: zeros}},
+		{"gzip after one over the cap", "gzip", gzipped(small), 1 << 20, result{plain: small}},
+	} {
+		got, release, err := decodeBody(c.enc, c.body, c.limit)
+		switch {
+		case c.want.err == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want.err != "" && (err == nil || !strings.Contains(err.Error(), c.want.err)):
+			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want.err)
+		case err == nil && !bytes.Equal(got, c.want.plain):
+			t.Errorf("%s: %d bytes inflated, want the %d compressed", c.name, len(got), len(c.want.plain))
+		}
+		if err == nil {
+			release()
+		}
+	}
+}
+
+// FuzzDecodeGzip: on any bytes, inflating never panics, never returns
+// more than the cap, and returns exactly what a gzip reader read to its
+// end inflates (klauspost's, as the Collector's receiver uses: it refuses
+// the header flags RFC 1952 reserves, which the standard library's
+// ignores).
+func FuzzDecodeGzip(f *testing.F) {
+	plain, _ := otlptest.TraceBody(3)
+	f.Add(gzipped(plain))
+	f.Add(append(gzipped(plain), gzipped([]byte("x"))...))
+	f.Add(gzipped(nil))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		const limit = 1 << 16
+		got, release, err := decodeBody("gzip", body, limit)
+		zr, zerr := kgzip.NewReader(bytes.NewReader(body))
+		var want []byte
+		if zerr == nil {
+			want, zerr = io.ReadAll(io.LimitReader(zr, limit+1))
+		}
+		switch {
+		case err != nil && zerr == nil && len(want) <= limit:
+			t.Errorf("refused (%v) what inflates to %d bytes", err, len(want))
+		case err == nil && zerr != nil:
+			t.Errorf("passed %d bytes of what the reader refuses: %v", len(got), zerr)
+		case err == nil && !bytes.Equal(got, want):
+			t.Errorf("inflated %d bytes, the reader %d", len(got), len(want))
+		}
+		if err == nil {
+			release()
+		}
+	})
+}
