@@ -613,9 +613,10 @@ func (d *delivery) startWait(l *lane, r result) {
 	}
 	l.nextAttempt = cfg.clock.Now().Add(wait)
 	l.waitTimer = d.timer(l, wait, false)
-	if every := probeEvery(cfg, r, wait); every > 0 && !l.probing {
-		l.probeTimer = d.timer(l, every, true)
-		l.probeInterval = every
+	// A probe still out sets the next when it returns (onProbe).
+	l.probeInterval = probeEvery(cfg, r, wait)
+	if l.probeInterval > 0 && !l.probing {
+		l.probeTimer = d.timer(l, l.probeInterval, true)
 	}
 	l.publish()
 	if first && !r.credentials {
@@ -661,11 +662,20 @@ func (d *delivery) onTimer(e timerEvent) {
 	go d.probe(l, l.target, l.epoch)
 }
 
-// onProbe takes in a probe's outcome.
+// onProbe takes in a probe's outcome: the wait ends when the destination
+// is back, else the next probe is set.
 func (d *delivery) onProbe(pr result) {
 	l := pr.lane
 	l.probing = false
-	if l.state != laneWaiting || pr.epoch != l.epoch {
+	if l.state != laneWaiting {
+		return
+	}
+	if pr.epoch != l.epoch {
+		// The wait started while this probe was out, and set no probe
+		// timer meanwhile (startWait).
+		if l.probeTimer == nil && !l.probing && l.probeInterval > 0 {
+			l.probeTimer = d.timer(l, l.probeInterval, true)
+		}
 		return
 	}
 	// An unreachable destination is back when it answers at all; a busy

@@ -51,9 +51,11 @@
 //     export (one probe at a time; a refused one costs it nothing; a name
 //     that does not resolve is probed once a second), so that delivery
 //     resumes within a fraction of a second of its return whatever the
-//     backoff has grown to. A busy server (408, 429, 5xx with no
-//     Retry-After) is probed only every 10 s during longer waits, and only
-//     its acceptance ends the wait. A failure on the direct path (steps 1
+//     backoff has grown to; the probe it accepts is the test. A busy
+//     server (408, 429, 5xx with no Retry-After) is probed only every
+//     10 s during longer waits, and only its acceptance ends the wait; one
+//     export then tests it, as a server that takes an empty export may
+//     still refuse data. A failure on the direct path (steps 1
 //     to 3) sets the destination's wait as the sender's own do, before the
 //     export reaches the spool. An export that gets a definite refusal is
 //     moved to the spool's quarantine folder and logged.
@@ -138,16 +140,17 @@
 //
 // Live exports are never held back to be merged: they go as they come.
 //
-// What one host sends when its endpoint recovers: one export tests it
-// first. After an outage in which the endpoint did not answer at all
-// (refused or blackholed connections) the window then starts again at 4
-// and doubles each round trip: 4, 8, 16, then 32 requests of at most
-// 1 MiB, never more at once. After an overload (429, 503, timeouts), each
+// What one host sends when its endpoint recovers: one request tests it
+// first, the accepted probe (an empty export) after an outage in which the
+// endpoint did not answer at all (refused or blackholed connections), else
+// one export. After such an outage the window then starts again at 4 and
+// doubles each round trip: 4, 8, 16, then 32 requests of at most 1 MiB,
+// never more at once. After an overload (429, 503, timeouts), each
 // failure halved the window, so it is 1 when the endpoint takes requests
 // again, and it grows by one per round trip: n(n+1)/2 requests in the
 // first n round trips. Every 429, 503 or timeout of the recovering backend
 // halves it again. A fleet recovering together thus starts with one test
-// export per host, spread by each destination's jittered backoff.
+// request per host, spread by each destination's jittered backoff.
 //
 // # Configuration
 //
