@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strings"
@@ -126,6 +127,10 @@ const (
 type news struct {
 	dest destination
 	live bool // a live request reached dest; else dest answered the direct path
+	// connected: a probe of the wait epoch got a new connection to dest
+	// (probe), rather than dest answering.
+	connected bool
+	epoch     uint64
 }
 
 type timerEvent struct {
@@ -553,6 +558,16 @@ func (d *delivery) onNews(n news) {
 		if l.state == laneWaiting && l.forCredentials {
 			l.endWait()
 		}
+	case n.connected:
+		if l.state == laneWaiting && l.unreachable && n.epoch == l.epoch {
+			// No connection could be made, and a probe's now is: the
+			// destination is back, and the probe is the test (onProbe),
+			// without waiting a round trip for its answer. Should the
+			// server not take exports yet, the first sends fail and a wait
+			// starts again.
+			d.recovered(l)
+			d.cfg.event(senderEvent{kind: "probe", reachable: true, dest: l.dest})
+		}
 	case l.state == laneWaiting && l.unreachable:
 		l.endWait()
 	}
@@ -659,7 +674,7 @@ func (d *delivery) onTimer(e timerEvent) {
 	}
 	l.probeTimer = nil
 	l.probing = true
-	go d.probe(l, l.target, l.epoch)
+	go d.probe(l, l.target, l.epoch, l.dialFailed)
 }
 
 // onProbe takes in a probe's outcome: the wait ends when the destination
@@ -678,6 +693,7 @@ func (d *delivery) onProbe(pr result) {
 		}
 		return
 	}
+	l.dialFailed = pr.dialFailed
 	// An unreachable destination is back when it answers at all; a busy
 	// one only when it accepts.
 	back := pr.out == retry.Delivered || (l.unreachable && pr.out != retry.Unreachable && pr.out != retry.Canceled)
@@ -897,7 +913,11 @@ func describe(resp *http.Response, err error, out retry.Outcome) string {
 
 // probe sends an empty export (a valid OTLP request with no data) to the
 // destination of the record that failed last, and reports how it went.
-func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64) {
+// early: the last probe could not connect, so a new connection (reported
+// as news as soon as it is made) is the sign that the destination is
+// back; over a link of long round trips it comes one round trip before
+// the answer.
+func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64, early bool) {
 	res := result{lane: l, epoch: epoch, out: retry.Unreachable, delivered: probeMark}
 	defer func() { d.results <- res }()
 	if target == nil {
@@ -918,9 +938,19 @@ func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64) {
 		return
 	}
 	defer cancel()
+	if early {
+		var once sync.Once
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				if !info.Reused {
+					once.Do(func() { d.tell(news{dest: l.dest, connected: true, epoch: epoch}) })
+				}
+			},
+		}))
+	}
 	resp, err := d.next.RoundTrip(req)
 	res.out, _ = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
-	res.nameLookup = isNameLookup(err)
+	res.nameLookup, res.dialFailed = isNameLookup(err), isDialError(err)
 	if err == nil {
 		discard(resp)
 	}
@@ -933,6 +963,13 @@ const probeMark = -1
 func isNameLookup(err error) bool {
 	var dns *net.DNSError
 	return errors.As(err, &dns)
+}
+
+// isDialError tells whether err is a failure to connect: refused,
+// unreachable, timed out, or a name that did not resolve.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // probeEvery says how often to probe during the wait that follows a

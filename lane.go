@@ -36,6 +36,7 @@ type lane struct {
 	probing               bool
 	probeInterval         time.Duration
 	unreachable           bool          // the last failure got no answer at all
+	dialFailed            bool          // the last probe could not connect (see delivery.probe)
 	forCredentials        bool          // the wait answers a refusal of credentials: the circuit stays closed
 	target                *spool.Record // where probes go: the record that failed last
 	// held counts exports handed off at the end of their hold whose
@@ -162,6 +163,8 @@ type result struct {
 	// nameLookup: the destination was unreachable because its name did not
 	// resolve, so probes go at most once a second (see probeEvery).
 	nameLookup bool
+	// dialFailed: no connection could be made (isDialError).
+	dialFailed bool
 	// credentials: the record was refused for want of credentials (see
 	// deliverOne); the destination itself answers, so the circuit stays
 	// closed for live exports, which bring their own.
