@@ -45,18 +45,23 @@
 //     failure a destination backs off on its own: 1 s, doubling, never
 //     more than 128 s, each wait shortened by up to half at random; a
 //     Retry-After (seconds or HTTP date, at most 10 min) is obeyed
-//     instead, for that destination only. Then one export tests it before
-//     the rest follow. When it gave no answer at all (refused or
+//     instead, for that destination only. Then one export tests it
+//     before the rest follow. When it gave no answer at all (refused or
 //     blackholed connections) it is probed every 100 ms with an empty
-//     export (one probe at a time; a refused one costs it nothing; a name
-//     that does not resolve is probed once a second), so that delivery
-//     resumes within a fraction of a second of its return whatever the
-//     backoff has grown to; the probe it accepts is the test. A busy
-//     server (408, 429, 5xx with no Retry-After) is probed only every
-//     10 s during longer waits, and only its acceptance ends the wait; one
-//     export then tests it, as a server that takes an empty export may
-//     still refuse data. A failure on the direct path (steps 1
-//     to 3) sets the destination's wait as the sender's own do, before the
+//     export (one probe at a time; a refused one costs it nothing; a
+//     name that does not resolve is probed once a second), so that
+//     delivery resumes within a fraction of a second of its return
+//     whatever the backoff has grown to; the probe it accepts is the
+//     test. When no connection could be made at all (refused, no route,
+//     a name that did not resolve), a probe's new connection is enough:
+//     the backlog starts as soon as it is made, a round trip before the
+//     probe's answer, and should the server not take exports yet the
+//     first sends fail and a wait starts again. A busy server (408,
+//     429, 5xx with no Retry-After) is probed only every 10 s during
+//     longer waits, and only its acceptance ends the wait; one export
+//     then tests it, as a server that takes an empty export may still
+//     refuse data. A failure on the direct path (steps 1 to 3) sets the
+//     destination's wait as the sender's own do, before the
 //     export reaches the spool. An export that gets a definite refusal is
 //     moved to the spool's quarantine folder and logged.
 //  6. Logs go to a *slog.Logger, each line about a destination naming it
@@ -143,7 +148,9 @@
 // What one host sends when its endpoint recovers: one request tests it
 // first, the accepted probe (an empty export) after an outage in which the
 // endpoint did not answer at all (refused or blackholed connections), else
-// one export. After such an outage the window then starts again at 4 and
+// one export; when no connection could be made, the probe's connection is
+// the test and the backlog follows it at once. After such an outage the
+// window then starts again at 4 and
 // doubles each round trip: 4, 8, 16, then 32 requests of at most 1 MiB,
 // never more at once. After an overload (429, 503, timeouts), each
 // failure halved the window, so it is 1 when the endpoint takes requests
