@@ -617,6 +617,9 @@ func (d *delivery) startWait(l *lane, r result) {
 	l.stopTimers()
 	l.state = laneWaiting
 	l.unreachable = r.out == retry.Unreachable
+	// Set by this wait's probes only: a destination that accepts
+	// connections while it fails must answer to be back.
+	l.dialFailed = false
 	l.forCredentials = r.credentials
 	if r.target != nil {
 		l.target = r.target

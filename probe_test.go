@@ -80,69 +80,138 @@ func (s *scriptedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 // backlog goes one round trip sooner. Here the server holds the probe's
 // answer back until every stored export has been delivered.
 func TestNewConnectionEndsAnOutageWithNoConnection(t *testing.T) {
-	srv := startGatedServer(t)
-	proxy := otlptest.StartProxy(t, srv.addr)
-	if err := proxy.SetMode(otlptest.Refuse); err != nil {
-		t.Fatal(err)
+	r := newProbeRig(t)
+	defer r.srv.open()
+	r.setMode(otlptest.Refuse)
+	for range 3 {
+		r.export()
 	}
-	clock := clockwork.NewFakeClockAt(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	events := make(chan senderEvent, 100)
-	rt, err := New(WithDir(filepath.Join(t.TempDir(), "spool")), withClock(clock), withJitter(func() float64 { return 0 }),
-		withEvents(func(e senderEvent) { events <- e }), WithLogger(slog.New(&logCapture{})),
-		WithEndpointHeaders(proxy.URL(), http.Header{"Authorization": {"Bearer a"}}),
+	if e := r.next("wait"); e.out != retry.Unreachable {
+		t.Fatalf("wait %+v", e)
+	}
+	r.clock.Advance(DefaultProbeInterval)
+	if e := r.next("probe"); e.reachable {
+		t.Fatal("a probe through a refusing proxy succeeded")
+	}
+	r.setMode(otlptest.Pass)
+	r.clock.Advance(DefaultProbeInterval)
+	if e := r.next("probe"); !e.reachable {
+		t.Fatal("the probe that connected did not end the wait")
+	}
+	r.next("idle")
+	// The probe's answer is still held: the three exports went without it.
+	if st := r.rt.Stats(); st.Records != 0 || st.Delivered != 3 || r.srv.requests() == 0 {
+		t.Fatalf("before the probe's answer: stats %+v, %d requests with exports", st, r.srv.requests())
+	}
+	if bad := r.srv.badCredentials(); bad != 0 {
+		t.Fatalf("%d requests without the destination's token", bad)
+	}
+}
+
+// TestConnectionIsNoSignWhereConnectionsWereAccepted: a destination that
+// took connections while it failed (here it resets them) is back only
+// when it answers, even after an earlier outage in which it could not be
+// reached: its probes' connections end no wait, and nothing is sent but
+// the probes.
+func TestConnectionIsNoSignWhereConnectionsWereAccepted(t *testing.T) {
+	r := newProbeRig(t)
+	r.srv.open()
+	// An outage with no connection, ended by a probe's connection.
+	r.setMode(otlptest.Refuse)
+	r.export()
+	r.next("wait")
+	r.clock.Advance(DefaultProbeInterval)
+	r.next("probe")
+	r.setMode(otlptest.Pass)
+	r.clock.Advance(DefaultProbeInterval)
+	if e := r.next("probe"); !e.reachable {
+		t.Fatal("the probe that connected did not end the wait")
+	}
+	r.next("idle")
+	// Then one in which connections are accepted and reset.
+	r.setMode(otlptest.Reset)
+	r.export()
+	if e := r.next("wait"); e.out != retry.Unreachable {
+		t.Fatalf("wait %+v", e)
+	}
+	resets := r.proxy.Handled(otlptest.Reset)
+	for range 3 {
+		r.clock.Advance(DefaultProbeInterval)
+		if e := r.next("probe"); e.reachable {
+			t.Fatal("a probe's connection to a resetting server ended the wait")
+		}
+	}
+	if got := r.proxy.Handled(otlptest.Reset) - resets; got != 3 {
+		t.Fatalf("%d connections reset during three probes, want the three probes alone", got)
+	}
+	if st := r.rt.Stats(); st.Records != 1 || st.Delivered != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// probeRig is a Transport on a fake clock exporting through a fault proxy
+// to a gatedServer, with the destination's token configured and sent.
+type probeRig struct {
+	t      *testing.T
+	srv    *gatedServer
+	proxy  *otlptest.Proxy
+	clock  *clockwork.FakeClock
+	rt     *Transport
+	events chan senderEvent
+}
+
+func newProbeRig(t *testing.T) *probeRig {
+	r := &probeRig{t: t, srv: startGatedServer(t), events: make(chan senderEvent, 100),
+		clock: clockwork.NewFakeClockAt(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))}
+	r.proxy = otlptest.StartProxy(t, r.srv.addr)
+	rt, err := New(WithDir(filepath.Join(t.TempDir(), "spool")), withClock(r.clock), withJitter(func() float64 { return 0 }),
+		withEvents(func(e senderEvent) { r.events <- e }), WithLogger(slog.New(&logCapture{})),
+		WithEndpointHeaders(r.proxy.URL(), http.Header{"Authorization": {"Bearer a"}}),
 		WithImmediateRetryDelay(-1), WithBackoff(time.Minute, time.Minute), WithMaxHold(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Shutdown(context.Background())
-	defer srv.open()
-	next := func(kind string) senderEvent {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for {
-			select {
-			case e := <-events:
-				if e.kind == kind {
-					return e
-				}
-			case <-ctx.Done():
-				t.Fatalf("no %q event", kind)
+	r.rt = rt
+	t.Cleanup(func() { _ = rt.Shutdown(context.Background()) })
+	return r
+}
+
+func (r *probeRig) setMode(m otlptest.Mode) {
+	r.t.Helper()
+	if err := r.proxy.SetMode(m); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// export sends an export of two spans with the destination's token, as
+// the application's exporter does.
+func (r *probeRig) export() {
+	r.t.Helper()
+	body, _ := otlptest.TraceBody(2)
+	req, _ := http.NewRequest(http.MethodPost, r.proxy.URL()+tracesPath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Authorization", "Bearer a")
+	resp, err := r.rt.Client().Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// next waits for the sender's next decision of the given kind.
+func (r *probeRig) next(kind string) senderEvent {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		select {
+		case e := <-r.events:
+			if e.kind == kind {
+				return e
 			}
+		case <-ctx.Done():
+			r.t.Fatalf("no %q event", kind)
 		}
-	}
-	for range 3 {
-		body, _ := otlptest.TraceBody(2)
-		req, _ := http.NewRequest(http.MethodPost, proxy.URL()+tracesPath, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("Authorization", "Bearer a")
-		resp, err := rt.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
-	if e := next("wait"); e.out != retry.Unreachable {
-		t.Fatalf("wait %+v", e)
-	}
-	clock.Advance(DefaultProbeInterval)
-	if e := next("probe"); e.reachable {
-		t.Fatal("a probe through a refusing proxy succeeded")
-	}
-	if err := proxy.SetMode(otlptest.Pass); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(DefaultProbeInterval)
-	if e := next("probe"); !e.reachable {
-		t.Fatal("the probe that connected did not end the wait")
-	}
-	next("idle")
-	// The probe's answer is still held: the three exports went without it.
-	if st := rt.Stats(); st.Records != 0 || st.Delivered != 3 || srv.requests() == 0 {
-		t.Fatalf("before the probe's answer: stats %+v, %d requests with exports", st, srv.requests())
-	}
-	if bad := srv.badCredentials(); bad != 0 {
-		t.Fatalf("%d requests without the destination's token", bad)
 	}
 }
 
