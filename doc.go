@@ -53,7 +53,8 @@
 //     delivery resumes within a fraction of a second of its return
 //     whatever the backoff has grown to; the probe it accepts is the
 //     test. When no connection could be made at all (refused, no route,
-//     a name that did not resolve), a probe's new connection is enough:
+//     a name that did not resolve), a probe's new connection to an
+//     OTLP/HTTP destination is enough:
 //     the backlog starts as soon as it is made, a round trip before the
 //     probe's answer, and should the server not take exports yet the
 //     first sends fail and a wait starts again. A busy server (408,
