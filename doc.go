@@ -54,10 +54,10 @@
 //     whatever the backoff has grown to; the probe it accepts is the
 //     test. When no connection could be made at all (refused, no route,
 //     a name that did not resolve), a probe's new connection to an
-//     OTLP/HTTP destination is enough:
-//     the backlog starts as soon as it is made, a round trip before the
-//     probe's answer, and should the server not take exports yet the
-//     first sends fail and a wait starts again. A busy server (408,
+//     OTLP/HTTP destination is enough: the backlog starts as soon as it
+//     is made, a round trip before the probe's answer, and should the
+//     server not take exports yet the first sends fail and a wait starts
+//     again. A busy server (408,
 //     429, 5xx with no Retry-After) is probed only every 10 s during
 //     longer waits, and only its acceptance ends the wait; one export
 //     then tests it, as a server that takes an empty export may still
