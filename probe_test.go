@@ -201,18 +201,7 @@ func (r *probeRig) export() {
 // next waits for the sender's next decision of the given kind.
 func (r *probeRig) next(kind string) senderEvent {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		select {
-		case e := <-r.events:
-			if e.kind == kind {
-				return e
-			}
-		case <-ctx.Done():
-			r.t.Fatalf("no %q event", kind)
-		}
-	}
+	return waitEvent(r.t, r.events, kind)
 }
 
 // gatedServer is an OTLP/HTTP receiver on 127.0.0.1 that holds empty

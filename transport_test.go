@@ -87,16 +87,22 @@ func (h *harness) export(n int, header http.Header) (*http.Response, []otlptest.
 // nextEvent waits for the sender's next decision of the given kind.
 func (h *harness) nextEvent(kind string) senderEvent {
 	h.t.Helper()
+	return waitEvent(h.t, h.events, kind)
+}
+
+// waitEvent takes events until one of the given kind, for at most 10 s.
+func waitEvent(t *testing.T, events <-chan senderEvent, kind string) senderEvent {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
 		select {
-		case e := <-h.events:
+		case e := <-events:
 			if e.kind == kind {
 				return e
 			}
 		case <-ctx.Done():
-			h.t.Fatalf("no %q event from the sender", kind)
+			t.Fatalf("no %q event from the sender", kind)
 		}
 	}
 }
