@@ -82,23 +82,7 @@ func (s *scriptedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 func TestNewConnectionEndsAnOutageWithNoConnection(t *testing.T) {
 	r := newProbeRig(t)
 	defer r.srv.open()
-	r.setMode(otlptest.Refuse)
-	for range 3 {
-		r.export()
-	}
-	if e := r.next("wait"); e.out != retry.Unreachable {
-		t.Fatalf("wait %+v", e)
-	}
-	r.clock.Advance(DefaultProbeInterval)
-	if e := r.next("probe"); e.reachable {
-		t.Fatal("a probe through a refusing proxy succeeded")
-	}
-	r.setMode(otlptest.Pass)
-	r.clock.Advance(DefaultProbeInterval)
-	if e := r.next("probe"); !e.reachable {
-		t.Fatal("the probe that connected did not end the wait")
-	}
-	r.next("idle")
+	r.outageWithNoConnection(3)
 	// The probe's answer is still held: the three exports went without it.
 	if st := r.rt.Stats(); st.Records != 0 || st.Delivered != 3 || r.srv.requests() == 0 {
 		t.Fatalf("before the probe's answer: stats %+v, %d requests with exports", st, r.srv.requests())
@@ -116,18 +100,7 @@ func TestNewConnectionEndsAnOutageWithNoConnection(t *testing.T) {
 func TestConnectionIsNoSignWhereConnectionsWereAccepted(t *testing.T) {
 	r := newProbeRig(t)
 	r.srv.open()
-	// An outage with no connection, ended by a probe's connection.
-	r.setMode(otlptest.Refuse)
-	r.export()
-	r.next("wait")
-	r.clock.Advance(DefaultProbeInterval)
-	r.next("probe")
-	r.setMode(otlptest.Pass)
-	r.clock.Advance(DefaultProbeInterval)
-	if e := r.next("probe"); !e.reachable {
-		t.Fatal("the probe that connected did not end the wait")
-	}
-	r.next("idle")
+	r.outageWithNoConnection(1)
 	// Then one in which connections are accepted and reset.
 	r.setMode(otlptest.Reset)
 	r.export()
@@ -196,6 +169,31 @@ func (r *probeRig) export() {
 		r.t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+// outageWithNoConnection stores n exports while the proxy refuses
+// connections, has one probe refused, lets connections through again and
+// waits until the probe that connects has ended the wait and the sender
+// is idle.
+func (r *probeRig) outageWithNoConnection(n int) {
+	r.t.Helper()
+	r.setMode(otlptest.Refuse)
+	for range n {
+		r.export()
+	}
+	if e := r.next("wait"); e.out != retry.Unreachable {
+		r.t.Fatalf("wait %+v", e)
+	}
+	r.clock.Advance(DefaultProbeInterval)
+	if e := r.next("probe"); e.reachable {
+		r.t.Fatal("a probe through a refusing proxy succeeded")
+	}
+	r.setMode(otlptest.Pass)
+	r.clock.Advance(DefaultProbeInterval)
+	if e := r.next("probe"); !e.reachable {
+		r.t.Fatal("the probe that connected did not end the wait")
+	}
+	r.next("idle")
 }
 
 // next waits for the sender's next decision of the given kind.

@@ -547,19 +547,27 @@ func TestUnreachableEndpointIsProbed(t *testing.T) {
 	if e := h.nextEvent("probe"); e.reachable {
 		t.Fatal("probe of a stopped collector succeeded")
 	}
+	h.restartAndProbe(keys)
+	if elapsed := h.clock.Since(h.rt.created); elapsed > 3*DefaultProbeInterval {
+		t.Fatalf("delivered after %v of fake time, want within the probe interval", elapsed)
+	}
+}
+
+// restartAndProbe starts the stopped collector, lets the next probe go
+// and waits until it has ended the wait, the sender is idle and every
+// span of keys has arrived.
+func (h *harness) restartAndProbe(keys []otlptest.SpanKey) {
+	h.t.Helper()
 	if err := h.coll.Start(); err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	h.clock.Advance(DefaultProbeInterval)
 	if e := h.nextEvent("probe"); !e.reachable {
-		t.Fatal("probe of a running collector failed")
+		h.t.Fatal("probe of a running collector failed")
 	}
 	h.nextEvent("idle")
 	if h.coll.Spans() != len(keys) {
-		t.Fatalf("collector has %d spans, want %d", h.coll.Spans(), len(keys))
-	}
-	if elapsed := h.clock.Since(h.rt.created); elapsed > 3*DefaultProbeInterval {
-		t.Fatalf("delivered after %v of fake time, want within the probe interval", elapsed)
+		h.t.Fatalf("collector has %d spans, want %d", h.coll.Spans(), len(keys))
 	}
 }
 
@@ -585,17 +593,7 @@ func TestAcceptedProbeIsTheTrial(t *testing.T) {
 	if st := h.rt.Stats(); st.Records != 3 {
 		t.Fatalf("%d records stored, want 3", st.Records)
 	}
-	if err := h.coll.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.clock.Advance(DefaultProbeInterval)
-	if e := h.nextEvent("probe"); !e.reachable {
-		t.Fatal("probe of a running collector failed")
-	}
-	h.nextEvent("idle")
-	if h.coll.Spans() != len(keys) {
-		t.Fatalf("collector has %d spans, want %d", h.coll.Spans(), len(keys))
-	}
+	h.restartAndProbe(keys)
 	// The probe, then one merged request of the three records.
 	if n := h.coll.Requests(tracesPath); n != 2 {
 		t.Fatalf("%d requests after the outage, want the probe and one merged request", n)
