@@ -9,6 +9,10 @@ package otlpretry_test
 //     a bare http.Transport (time, CPU, allocations, bytes), the two sides
 //     taking turns every few exports so that changes in machine load hit
 //     both alike.
+//   - BenchmarkOverhead: the Transport's own cost per export, over a lower
+//     transport that answers at once without a network: the figure to
+//     watch when changing the export path, steadier than BenchmarkHappyPath
+//     because nothing but the two sides' code runs.
 //   - BenchmarkCircuitOpen: how long an export call takes while the
 //     endpoint is down and the circuit is open (p50, p99, max), beside the
 //     bare file operations a hand-off cannot do without.
@@ -143,6 +147,61 @@ func BenchmarkHappyPath(b *testing.B) {
 	// for the ones after it, even on loopback when the machine is starved
 	// of CPU: reported, so that such a run can be told apart.
 	b.ReportMetric(float64(rt.Stats().Spooled), "spooled-total")
+}
+
+// BenchmarkOverhead is BenchmarkHappyPath without a network: both sides
+// send 64 KiB exports to instantTransport, which reads the body and
+// answers 200 at once. What is left is what the Transport itself adds to
+// an export (its bookkeeping, the hand-off to a worker and back, each
+// attempt's context), reported as overhead-ns per export beside each
+// side's cost. The sides take turns as in BenchmarkHappyPath.
+func BenchmarkOverhead(b *testing.B) {
+	body := otlptest.TraceBodyOfSize(64 << 10)
+	const url = "http://127.0.0.1:4318/v1/traces" // never dialled
+	bare, ours := otlptest.NewPairSide("bare"), otlptest.NewPairSide("otlpretry")
+	clients := map[*otlptest.PairSide]*http.Client{
+		bare: {Transport: instantTransport{}},
+		ours: benchTransport(b, filepath.Join(b.TempDir(), "spool"), instantTransport{}).Client(),
+	}
+	otlptest.RunPair(b, bare, ours, func(s *otlptest.PairSide, ctx context.Context) error {
+		_, err := benchExport(ctx, clients[s], url, body)
+		return err
+	})
+	b.ReportMetric(float64(ours.Wall()-bare.Wall())/float64(ours.Exports()), "overhead-ns/op")
+}
+
+// instantTransport answers every request 200 with an empty body, once it
+// has read the request's body. Like http.Transport it derives a context
+// of its own from the request's, ended when the response body is closed,
+// so that an attempt's context costs here what it costs there.
+type instantTransport struct{}
+
+func (instantTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	_, cancel := context.WithCancelCause(req.Context())
+	_, err := io.Copy(io.Discard, req.Body)
+	req.Body.Close()
+	if err != nil {
+		cancel(err)
+		return nil, err
+	}
+	return &http.Response{
+		StatusCode: http.StatusOK,
+		Header:     http.Header{"Content-Type": {benchProtobufCT}},
+		Body:       &cancelOnClose{Reader: bytes.NewReader(nil), cancel: cancel},
+		Request:    req,
+	}, nil
+}
+
+// cancelOnClose is a response body that ends its request's context when
+// closed.
+type cancelOnClose struct {
+	io.Reader
+	cancel context.CancelCauseFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	c.cancel(nil)
+	return nil
 }
 
 // BenchmarkCircuitOpen times export calls while the endpoint is down and

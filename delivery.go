@@ -880,7 +880,7 @@ func (d *delivery) judge(dest destination, s bridge.Sent) verdict {
 // closes resp. A refusal of credentials without a live request's is named
 // by its status alone; any other refusal by the start of its body.
 func (d *delivery) sentHTTP(resp *http.Response, err error, live bool) bridge.Sent {
-	out, wait := retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
+	out, wait := retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now)
 	s := bridge.Sent{Outcome: out, Wait: wait, WantsCredentials: wantsCredentials(resp), Live: live}
 	if s.WantsCredentials && !live {
 		s.Cause = retry.Cause(resp, nil)
@@ -952,7 +952,7 @@ func (d *delivery) probe(l *lane, target *spool.Record, epoch uint64, early bool
 		}))
 	}
 	resp, err := d.next.RoundTrip(req)
-	res.out, _ = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now())
+	res.out, _ = retry.Evaluate(d.ctx, resp, err, d.cfg.clock.Now)
 	res.nameLookup, res.dialFailed = isNameLookup(err), isDialError(err)
 	if err == nil {
 		discard(resp)

@@ -36,6 +36,9 @@ type exchange struct {
 	// when the hold of the current export ends.
 	holdArmed bool
 	holdEnd   time.Time
+	// started: when the export's first attempt started, or its hold,
+	// which starts with it.
+	started time.Time
 	// handedOff is set once a held export has been stored and its exporter
 	// is being answered: its attempts no longer answer to the exporter.
 	handedOff atomic.Bool
@@ -96,7 +99,9 @@ func (t *Transport) export(x *exchange) bridge.Ending {
 	if t.delivery.circuitOpen(x.dest) || t.detached.Load() >= maxDetached {
 		return x.releaseWith(t.handOff(x, "endpoint failing"))
 	}
+	now := t.cfg.clock.Now()
 	if t.cfg.maxHold <= 0 {
+		x.started = now
 		return x.releaseWith(t.conclude(x, t.tryDirect(x.caller, x)))
 	}
 
@@ -104,7 +109,7 @@ func (t *Transport) export(x *exchange) bridge.Ending {
 	// can be answered when the hold is over, whatever the endpoint does.
 	// The hold starts first so that the exporter's goroutine parks right
 	// after handing the export over, leaving its processor to the worker.
-	x.startHold()
+	x.startHold(now)
 	t.startAttempts(x)
 	if r, ok := x.wait(x.caller); ok {
 		return x.releaseWith(t.conclude(x, r))
@@ -133,13 +138,12 @@ func (t *Transport) export(x *exchange) bridge.Ending {
 // exporter's on the direct path, x's detached one when the export is held.
 func (t *Transport) tryDirect(ctx context.Context, x *exchange) bridge.Result {
 	timeout := t.cfg.attemptTimeout[x.signal]
-	start := t.cfg.clock.Now()
 	r := x.exp.Attempt(ctx, timeout)
 	if !r.Outcome.Retryable() {
 		return r
 	}
 	t.counters.retried.Add(1)
-	if !t.shouldRetryNow(x, start, r.Wait) {
+	if !t.shouldRetryNow(x, x.started, r.Wait) {
 		return r
 	}
 	wait := r.Wait
@@ -344,15 +348,16 @@ func (p *workerPool) close() {
 	p.idle = nil
 }
 
-// startHold starts the hold of an export, which ends at holdEnd. The
+// startHold starts the hold of an export, and with it its first attempt,
+// at now; the hold ends at holdEnd. The
 // timer is lazy, as the attempts' (see canceller): when an earlier export
 // left it set, due no later than this hold ends, it stays as it is, and
 // wait sets it again for the rest if it fires early. On the happy path it
 // is then set about once per hold rather than set and stopped for every
 // export.
-func (x *exchange) startHold() {
+func (x *exchange) startHold(now time.Time) {
 	clock, hold := x.t.cfg.clock, x.t.cfg.maxHold
-	x.holdEnd = clock.Now().Add(hold)
+	x.started, x.holdEnd = now, now.Add(hold)
 	switch {
 	case x.hold == nil:
 		x.hold = clock.NewTimer(hold)

@@ -27,9 +27,9 @@ func TestHoldTimerReusedWithoutStaleExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.release()
-	x.startHold()
+	x.startHold(h.clock.Now())
 	h.clock.Advance(DefaultMaxHold / 2) // an export that ended at once
-	x.startHold()                       // the next one: its hold ends 250 ms after the first's
+	x.startHold(h.clock.Now())          // the next one: its hold ends 250 ms after the first's
 	h.clock.Advance(DefaultMaxHold / 2) // the first hold expires unseen
 	ended := make(chan bool)
 	go func() {

@@ -33,7 +33,7 @@ var _ bridge.Export = (*httpExport)(nil)
 // unread; a failure's is closed, its cause named (retry.Cause).
 func (h *httpExport) Attempt(ctx context.Context, timeout time.Duration) bridge.Result {
 	resp, err := h.send(ctx, timeout)
-	out, wait := retry.Evaluate(ctx, resp, err, h.clock.Now())
+	out, wait := retry.Evaluate(ctx, resp, err, h.clock.Now)
 	r := bridge.Result{Outcome: out, Wait: wait, Err: err, Response: resp}
 	switch {
 	case out.Retryable():

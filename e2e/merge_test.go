@@ -205,7 +205,7 @@ func post(ctx context.Context, client *http.Client, r *batch.Request) batch.Answ
 		req.Header.Set("Content-Encoding", e)
 	}
 	resp, err := client.Do(req)
-	out, wait := retry.Evaluate(ctx, resp, err, time.Now())
+	out, wait := retry.Evaluate(ctx, resp, err, time.Now)
 	a := batch.Answer{Outcome: out, Wait: wait, Reason: retry.Cause(resp, err)}
 	if resp != nil {
 		a.Status = resp.StatusCode

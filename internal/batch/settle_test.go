@@ -363,7 +363,7 @@ func TestAnswerStatusesFromRealResponses(t *testing.T) {
 		{200, Delivered}, {400, Quarantine}, {413, Quarantine}, {429, Retry}, {503, Retry},
 	} {
 		resp := &http.Response{StatusCode: tc.code, Header: http.Header{}}
-		out, wait := retry.Evaluate(context.Background(), resp, nil, time.Now())
+		out, wait := retry.Evaluate(context.Background(), resp, nil, time.Now)
 		r, _ := merged(t, 1, "")
 		res := Settle(context.Background(), r, func(context.Context, *Request) Answer {
 			return Answer{Outcome: out, Status: tc.code, Wait: wait}

@@ -45,6 +45,12 @@ func NewPairSide(name string) *PairSide {
 	return s
 }
 
+// Wall is the side's wall time so far, over Exports exports.
+func (s *PairSide) Wall() time.Duration { return time.Duration(s.wall) }
+
+// Exports is how many exports the side has made so far.
+func (s *PairSide) Exports() int { return s.n }
+
 // Turn makes PairBlock exports with export and adds what they cost to the
 // side: wall time, CPU time (the whole process's), allocations and bytes.
 func (s *PairSide) Turn(b *testing.B, export func(ctx context.Context) error) {

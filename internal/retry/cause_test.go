@@ -158,7 +158,7 @@ func TestCauseOfRealFailures(t *testing.T) {
 				if got := Cause(resp, err); got != client.want {
 					t.Errorf("%s: Cause = %q, want %q (err %v)", client.name, got, client.want, err)
 				}
-				if out, _ := Evaluate(context.Background(), resp, err, time.Now()); out != tc.out {
+				if out, _ := Evaluate(context.Background(), resp, err, time.Now); out != tc.out {
 					t.Errorf("%s: Evaluate = %v, want %v", client.name, out, tc.out)
 				}
 			}

@@ -55,9 +55,10 @@ const MaxRetryAfter = 24 * time.Hour
 // http.RoundTripper.RoundTrip returned; resp is neither read nor closed.
 // callerCtx is the context of whoever wants the export sent: its end is
 // not the endpoint's fault (Canceled), while the end of a per-attempt
-// timeout derived from it is (Unreachable). now reads a Retry-After given
-// as a date. The wait is non-zero only for ServerBusy.
-func Evaluate(callerCtx context.Context, resp *http.Response, err error, now time.Time) (Outcome, time.Duration) {
+// timeout derived from it is (Unreachable). now, the time, is read only to
+// turn a Retry-After given as a date into a wait, so that the common
+// answers cost no clock reading. The wait is non-zero only for ServerBusy.
+func Evaluate(callerCtx context.Context, resp *http.Response, err error, now func() time.Time) (Outcome, time.Duration) {
 	if err != nil || resp == nil {
 		if cerr := callerCtx.Err(); cerr != nil && errors.Is(err, cerr) {
 			return Canceled, 0
@@ -76,7 +77,7 @@ func Evaluate(callerCtx context.Context, resp *http.Response, err error, now tim
 
 // retryAfter reads a Retry-After value, seconds or an HTTP date, capped at
 // MaxRetryAfter; zero when absent, unreadable, not positive or past.
-func retryAfter(v string, now time.Time) time.Duration {
+func retryAfter(v string, now func() time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
@@ -95,7 +96,7 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return min(max(t.Sub(now), 0), MaxRetryAfter)
+		return min(max(t.Sub(now()), 0), MaxRetryAfter)
 	}
 	return 0
 }

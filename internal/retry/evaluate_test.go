@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -90,9 +91,14 @@ func TestEvaluate(t *testing.T) {
 		{"no response and no error", live, nil, nil, Unreachable, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, wait := Evaluate(tc.ctx, tc.resp, tc.err, now)
+			reads := 0
+			out, wait := Evaluate(tc.ctx, tc.resp, tc.err, func() time.Time { reads++; return now })
 			if out != tc.out || wait != tc.wait {
 				t.Fatalf("got %v %v, want %v %v", out, wait, tc.out, tc.wait)
+			}
+			// The clock is read for a Retry-After date only.
+			if date := tc.resp != nil && strings.Contains(strings.TrimSpace(tc.resp.Header.Get("Retry-After")), " "); reads > 0 != date {
+				t.Fatalf("clock read %d times for Retry-After %q", reads, tc.resp.Header.Get("Retry-After"))
 			}
 		})
 	}
@@ -143,7 +149,7 @@ func TestEvaluateAttemptTimeoutVersusCaller(t *testing.T) {
 	caller := context.Background()
 	attempt, cancel := context.WithTimeout(caller, 50*time.Millisecond)
 	defer cancel()
-	if out, _ := Evaluate(caller, nil, send(attempt), time.Now()); out != Unreachable {
+	if out, _ := Evaluate(caller, nil, send(attempt), time.Now); out != Unreachable {
 		t.Errorf("per-attempt timeout: %v, want unreachable", out)
 	}
 
@@ -151,7 +157,7 @@ func TestEvaluateAttemptTimeoutVersusCaller(t *testing.T) {
 	attempt, cancel = context.WithTimeout(caller, time.Minute)
 	defer cancel()
 	time.AfterFunc(50*time.Millisecond, stop)
-	if out, _ := Evaluate(caller, nil, send(attempt), time.Now()); out != Canceled {
+	if out, _ := Evaluate(caller, nil, send(attempt), time.Now); out != Canceled {
 		t.Errorf("caller canceled: %v, want canceled", out)
 	}
 }
@@ -161,10 +167,10 @@ func TestEvaluateCallerGoneAfterAnswer(t *testing.T) {
 	// and so is an error that is not the caller's.
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	if out, _ := Evaluate(gone, &http.Response{StatusCode: 200, Header: http.Header{}}, nil, time.Now()); out != Delivered {
+	if out, _ := Evaluate(gone, &http.Response{StatusCode: 200, Header: http.Header{}}, nil, time.Now); out != Delivered {
 		t.Errorf("a 2xx after the caller gave up: %v, want delivered", out)
 	}
-	if out, _ := Evaluate(gone, nil, errors.New("boom"), time.Now()); out != Unreachable {
+	if out, _ := Evaluate(gone, nil, errors.New("boom"), time.Now); out != Unreachable {
 		t.Errorf("an unrelated error after the caller gave up: %v, want unreachable", out)
 	}
 }

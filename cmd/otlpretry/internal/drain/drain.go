@@ -422,7 +422,7 @@ func (d *drainer) send(ctx context.Context, q *batch.Request) answer {
 	}
 	req.Header.Set("User-Agent", "otlpretry-drain")
 	resp, err := d.cfg.Transport.RoundTrip(req)
-	a.out, a.wait = retry.Evaluate(ctx, resp, err, d.cfg.Now())
+	a.out, a.wait = retry.Evaluate(ctx, resp, err, d.cfg.Now)
 	if a.out == retry.Rejected {
 		a.why = retry.Refusal(resp)
 	} else {

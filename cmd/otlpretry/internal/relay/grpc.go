@@ -148,7 +148,7 @@ const maxAnswerBytes = 1 << 20
 func grpcAnswer(resp *http.Response, now time.Time) ([]byte, error) {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	outcome, wait := retry.Evaluate(context.Background(), resp, nil, now)
+	outcome, wait := retry.Evaluate(context.Background(), resp, nil, func() time.Time { return now })
 	if outcome == retry.Delivered {
 		if mt == "application/x-protobuf" && wellFormed(body) {
 			return body, nil
