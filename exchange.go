@@ -349,12 +349,11 @@ func (p *workerPool) close() {
 }
 
 // startHold starts the hold of an export, and with it its first attempt,
-// at now; the hold ends at holdEnd. The
-// timer is lazy, as the attempts' (see canceller): when an earlier export
-// left it set, due no later than this hold ends, it stays as it is, and
-// wait sets it again for the rest if it fires early. On the happy path it
-// is then set about once per hold rather than set and stopped for every
-// export.
+// at now; the hold ends at holdEnd. The timer is lazy, as the attempts'
+// (see canceller): when an earlier export left it set, due no later than
+// this hold ends, it stays as it is, and wait sets it again for the rest
+// if it fires early. On the happy path it is then set about once per hold
+// rather than set and stopped for every export.
 func (x *exchange) startHold(now time.Time) {
 	clock, hold := x.t.cfg.clock, x.t.cfg.maxHold
 	x.started, x.holdEnd = now, now.Add(hold)
