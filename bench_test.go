@@ -25,7 +25,7 @@ package otlpretry_test
 // (recovery_test.go, opt-in). Results, commands and targets:
 // docs/BENCHMARKS.md.
 //
-// `go test -run '^$' -bench . -benchtime 1x` checks that both run.
+// `go test -run '^$' -bench . -benchtime 1x` checks that each runs.
 
 import (
 	"bytes"
